@@ -1,0 +1,101 @@
+"""Warp a face to the canonical crop the generator sees, and paste the result back.
+
+The alignment uses the two eye centres only: a mask never hides the eyes, whereas landmarks of
+the nose, mouth and jaw are guesses under a mask. Training crops are made by the same function,
+so the generator sees faces framed exactly as at inference.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CROP_SIZE = 256
+# Where the eye centres land in the crop: leaves room for the chin and for masks up to the ears.
+CANONICAL_EYES = np.array([[96.0, 100.0], [160.0, 100.0]])
+
+
+def eyes_to_crop(eyes: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """2x3 similarity matrix that maps the image onto the canonical crop, from the eye centres."""
+    src = np.asarray(eyes, dtype=np.float64)
+    dst = CANONICAL_EYES * (size / CROP_SIZE)
+    src_vec, dst_vec = src[1] - src[0], dst[1] - dst[0]
+    # Complex division gives rotation and scale in one step: z = dst_vec / src_vec.
+    z = complex(*dst_vec) / complex(*src_vec)
+    a, b = z.real, z.imag
+    rot = np.array([[a, -b], [b, a]])
+    shift = dst.mean(axis=0) - rot @ src.mean(axis=0)
+    return np.hstack([rot, shift[:, None]])
+
+
+def invert(matrix: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(matrix)
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64)
+    return pts @ matrix[:, :2].T + matrix[:, 2]
+
+
+def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """The canonical crop; outside the photo the border is replicated (no black wedges to learn)."""
+    return cv2.warpAffine(
+        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+
+
+def grow_region(
+    mask_prob: np.ndarray, threshold: float = 0.5, grow: float = 4.0, feather: float = 4.0
+) -> np.ndarray:
+    """Blend weight in the crop from the predicted mask probability.
+
+    The region is hard (thresholded) and grown by `grow` pixels, where the weight is exactly 1, so
+    a half-transparent mask is never blended back; it then falls linearly to 0 over `feather`
+    pixels so no seam shows. Beyond grow + feather the weight is exactly 0.
+    """
+    hard = (mask_prob >= threshold).astype(np.uint8)
+    if not hard.any():
+        return np.zeros(mask_prob.shape, np.float32)
+    dist = cv2.distanceTransform(1 - hard, cv2.DIST_L2, 5)
+    return np.clip((grow + feather - dist) / max(feather, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def paste_back(image: np.ndarray, crop: np.ndarray, weight: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Blend `crop` into `image` (in place) through the inverse of `matrix`, weighted by `weight`.
+
+    Only pixels where the warped weight is above zero change; the rest stay byte-identical.
+    Works on the bounding box of the region so a 12 MP photo costs no more than a small one.
+    """
+    h, w = image.shape[:2]
+    ys, xs = np.nonzero(weight > 0)
+    if len(xs) == 0:
+        return image
+    corners = np.array(
+        [
+            [xs.min() - 1, ys.min() - 1],
+            [xs.max() + 1, ys.min() - 1],
+            [xs.min() - 1, ys.max() + 1],
+            [xs.max() + 1, ys.max() + 1],
+        ],
+        dtype=np.float64,
+    )
+    inv = invert(matrix)
+    box = transform_points(corners, inv)
+    x0, y0 = np.floor(box.min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(box.max(axis=0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if x1 <= x0 or y1 <= y0:
+        return image
+    # Inverse warp into the box only: shift the crop->image map by the box origin.
+    local = inv.copy()
+    local[:, 2] -= (x0, y0)
+    size = (x1 - x0, y1 - y0)
+    wgt = cv2.warpAffine(
+        weight, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+    patch = cv2.warpAffine(crop, local, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    region = image[y0:y1, x0:x1]
+    changed = wgt > 0
+    blend = wgt[..., None] * patch.astype(np.float32) + (1 - wgt[..., None]) * region.astype(np.float32)
+    region[changed] = np.clip(np.rint(blend[changed]), 0, 255).astype(image.dtype)
+    return image

@@ -1,0 +1,186 @@
+"""Face detection with keypoints that a mask does not hide.
+
+Two detectors run on the whole photo and their boxes are merged: MediaPipe's BlazeFace (short
+range) finds most masked faces, YuNet catches small ones it misses. Each face is then cropped at
+`crop_scale` times its box and MediaPipe's FaceLandmarker fits a 478-point mesh to the crop; the
+mesh stays plausible under a mask, and its eye corners give the alignment (eyes are never masked).
+When the landmarker gives up, the detector's own eye keypoints are used instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import mediapipe as mp
+import numpy as np
+from mediapipe.tasks.python import BaseOptions, vision
+
+from qmask.assets import asset_path
+
+# Mesh indices of the eye corners: image-left eye (subject's right) then image-right eye.
+MESH_EYE_CORNERS = ((33, 133), (362, 263))
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """How faces are found; the defaults were chosen on the real masked photos."""
+
+    blazeface_min_score: float = 0.5
+    yunet_min_score: float = 0.75
+    use_yunet: bool = True
+    refine_with_mesh: bool = True
+    # Faces smaller than this (box side, pixels) are too small to unmask usefully.
+    min_face_size: int = 24
+    # Long side of the copy the detectors see; larger photos are downscaled for detection only.
+    detect_max_side: int = 1280
+    merge_iou: float = 0.3
+    crop_scale: float = 1.8
+    mesh_crop_size: int = 256
+    mesh_min_presence: float = 0.05
+
+
+@dataclass
+class Face:
+    """One detected face, in the photo's pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+    score: float
+    eyes: np.ndarray  # (2, 2): image-left eye centre, image-right eye centre
+    mesh: np.ndarray | None = field(default=None, repr=False)  # (478, 2) when the landmarker fitted
+
+    @property
+    def size(self) -> float:
+        return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def mesh_eyes(mesh: np.ndarray) -> np.ndarray:
+    """Eye centres (midpoints of the eye corners) from a 478-point mesh."""
+    return np.array([(mesh[i] + mesh[j]) / 2 for i, j in MESH_EYE_CORNERS], dtype=np.float64)
+
+
+class FaceDetector:
+    """Finds faces in RGB uint8 images. Not thread-safe: one per worker."""
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        self.config = config or DetectorConfig()
+        cfg = self.config
+        self._blazeface = vision.FaceDetector.create_from_options(
+            vision.FaceDetectorOptions(
+                base_options=BaseOptions(model_asset_path=str(asset_path("face_detector.tflite"))),
+                min_detection_confidence=cfg.blazeface_min_score,
+            )
+        )
+        self._yunet = (
+            cv2.FaceDetectorYN.create(
+                str(asset_path("face_detection_yunet_2023mar.onnx")), "", (320, 320), cfg.yunet_min_score
+            )
+            if cfg.use_yunet
+            else None
+        )
+        self._landmarker = vision.FaceLandmarker.create_from_options(
+            vision.FaceLandmarkerOptions(
+                base_options=BaseOptions(model_asset_path=str(asset_path("face_landmarker.task"))),
+                num_faces=1,
+                min_face_detection_confidence=cfg.mesh_min_presence,
+                min_face_presence_confidence=cfg.mesh_min_presence,
+            )
+        )
+
+    def close(self) -> None:
+        self._blazeface.close()
+        self._landmarker.close()
+
+    def __enter__(self) -> FaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in the image, largest first."""
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.config.detect_max_side / max(h, w))
+        small = (
+            cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+            if scale < 1
+            else rgb
+        )
+        faces = self._merge(self._run_blazeface(small) + self._run_yunet(small))
+        for face in faces:
+            face.box = tuple(v / scale for v in face.box)
+            face.eyes = face.eyes / scale
+        faces = [f for f in faces if f.size >= self.config.min_face_size]
+        if self.config.refine_with_mesh:
+            for face in faces:
+                face.mesh = self.fit_mesh(rgb, face.box)
+                if face.mesh is not None:
+                    face.eyes = mesh_eyes(face.mesh)
+        return sorted(faces, key=lambda f: -f.size)
+
+    def fit_mesh(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+        """The 478-point mesh of the face in `box`, in image pixels, or None if it does not fit."""
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        side = max(box[2] - box[0], box[3] - box[1]) * self.config.crop_scale
+        n = self.config.mesh_crop_size
+        s = n / side
+        to_crop = np.array([[s, 0, n / 2 - s * cx], [0, s, n / 2 - s * cy]])
+        crop = cv2.warpAffine(rgb, to_crop, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        result = self._landmarker.detect(
+            mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop))
+        )
+        if not result.face_landmarks:
+            return None
+        pts = np.array([(p.x * n, p.y * n) for p in result.face_landmarks[0]], dtype=np.float64)
+        mesh = (pts - to_crop[:, 2]) / s
+        # A mesh whose eyes fall outside the detector's box belongs to another face in the crop.
+        eyes = mesh_eyes(mesh)
+        x0, y0, x1, y1 = box
+        if not np.all((eyes[:, 0] >= x0) & (eyes[:, 0] <= x1) & (eyes[:, 1] >= y0) & (eyes[:, 1] <= y1)):
+            return None
+        return mesh
+
+    def _run_blazeface(self, rgb: np.ndarray) -> list[Face]:
+        h, w = rgb.shape[:2]
+        result = self._blazeface.detect(
+            mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        )
+        faces = []
+        for det in result.detections:
+            b = det.bounding_box
+            kp = det.keypoints
+            eyes = np.array([[kp[0].x * w, kp[0].y * h], [kp[1].x * w, kp[1].y * h]])
+            box = (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height)
+            faces.append(
+                Face(box=tuple(float(v) for v in box), score=float(det.categories[0].score), eyes=eyes)
+            )
+        return faces
+
+    def _run_yunet(self, rgb: np.ndarray) -> list[Face]:
+        if self._yunet is None:
+            return []
+        h, w = rgb.shape[:2]
+        self._yunet.setInputSize((w, h))
+        _, rows = self._yunet.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        faces = []
+        for r in rows if rows is not None else []:
+            x, y, bw, bh = (float(v) for v in r[:4])
+            eyes = np.array([[r[4], r[5]], [r[6], r[7]]], dtype=np.float64)
+            faces.append(Face(box=(x, y, x + bw, y + bh), score=float(r[14]), eyes=eyes))
+        return faces
+
+    def _merge(self, faces: list[Face]) -> list[Face]:
+        """Greedy non-maximum suppression across both detectors."""
+        kept: list[Face] = []
+        for face in sorted(faces, key=lambda f: -f.score):
+            if all(_iou(face.box, k.box) < self.config.merge_iou for k in kept):
+                kept.append(face)
+        return kept
