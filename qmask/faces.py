@@ -26,8 +26,8 @@ MESH_EYE_CORNERS = ((33, 133), (362, 263))
 class DetectorConfig:
     """How faces are found; the defaults were chosen on the real masked photos."""
 
-    blazeface_min_score: float = 0.5
-    yunet_min_score: float = 0.75
+    blazeface_min_score: float = 0.35
+    yunet_min_score: float = 0.6
     use_yunet: bool = True
     refine_with_mesh: bool = True
     # Faces smaller than this (box side, pixels) are too small to unmask usefully.
@@ -60,6 +60,14 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def _containment(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Share of the smaller box that lies inside the other (a face inside a face is a false hit)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0
 
 
 def mesh_eyes(mesh: np.ndarray) -> np.ndarray:
@@ -133,20 +141,23 @@ class FaceDetector:
         n = self.config.mesh_crop_size
         s = n / side
         to_crop = np.array([[s, 0, n / 2 - s * cx], [0, s, n / 2 - s * cy]])
-        crop = cv2.warpAffine(rgb, to_crop, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        result = self._landmarker.detect(
-            mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop))
-        )
-        if not result.face_landmarks:
-            return None
-        pts = np.array([(p.x * n, p.y * n) for p in result.face_landmarks[0]], dtype=np.float64)
-        mesh = (pts - to_crop[:, 2]) / s
-        # A mesh whose eyes fall outside the detector's box belongs to another face in the crop.
-        eyes = mesh_eyes(mesh)
-        x0, y0, x1, y1 = box
-        if not np.all((eyes[:, 0] >= x0) & (eyes[:, 0] <= x1) & (eyes[:, 1] >= y0) & (eyes[:, 1] <= y1)):
-            return None
-        return mesh
+        # Black padding suits the landmarker's own detector best where the face touches the photo's
+        # edge; smeared (replicated) borders rescue a few others.
+        for border in (cv2.BORDER_CONSTANT, cv2.BORDER_REPLICATE):
+            crop = cv2.warpAffine(rgb, to_crop, (n, n), flags=cv2.INTER_LINEAR, borderMode=border)
+            result = self._landmarker.detect(
+                mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(crop))
+            )
+            if not result.face_landmarks:
+                continue
+            pts = np.array([(p.x * n, p.y * n) for p in result.face_landmarks[0]], dtype=np.float64)
+            mesh = (pts - to_crop[:, 2]) / s
+            # A mesh whose eyes fall outside the detector's box belongs to another face in the crop.
+            eyes = mesh_eyes(mesh)
+            x0, y0, x1, y1 = box
+            if np.all((eyes[:, 0] >= x0) & (eyes[:, 0] <= x1) & (eyes[:, 1] >= y0) & (eyes[:, 1] <= y1)):
+                return mesh
+        return None
 
     def _run_blazeface(self, rgb: np.ndarray) -> list[Face]:
         h, w = rgb.shape[:2]
@@ -181,6 +192,9 @@ class FaceDetector:
         """Greedy non-maximum suppression across both detectors."""
         kept: list[Face] = []
         for face in sorted(faces, key=lambda f: -f.score):
-            if all(_iou(face.box, k.box) < self.config.merge_iou for k in kept):
+            if all(
+                _iou(face.box, k.box) < self.config.merge_iou and _containment(face.box, k.box) < 0.6
+                for k in kept
+            ):
                 kept.append(face)
         return kept

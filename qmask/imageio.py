@@ -1,0 +1,114 @@
+"""Decode uploaded bytes into pixels and encode results, with limits and clear errors.
+
+Everything happens in memory: uploaded photos are never written to disk.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+FORMAT_BY_MEDIA_TYPE = {v: k for k, v in SUPPORTED_FORMATS.items()}
+FORMAT_BY_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+
+
+class ImageError(ValueError):
+    """A request the pipeline refuses; `status` is the HTTP status an API should answer with."""
+
+    status = 400
+    code = "bad_image"
+
+
+class NotAnImageError(ImageError):
+    code = "not_an_image"
+
+
+class TruncatedImageError(ImageError):
+    code = "truncated_image"
+
+
+class ImageTooLargeError(ImageError):
+    status = 413
+    code = "too_large"
+
+
+class UnsupportedFormatError(ImageError):
+    status = 415
+    code = "unsupported_type"
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 40_000_000  # a 12 MP phone photo fits three times over
+
+
+@dataclass
+class DecodedImage:
+    """An upright RGB(A) photo and what is needed to encode the result like the input."""
+
+    rgb: np.ndarray  # HxWx3 uint8, EXIF orientation applied
+    alpha: np.ndarray | None  # HxW uint8 when the input had transparency
+    format: str  # JPEG, PNG or WEBP
+    mode: str  # the input's PIL mode, restored on encode
+    info: dict  # ICC profile and similar, kept on encode
+
+
+def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
+    """Bytes -> pixels. Raises an `ImageError` subclass for anything we will not process."""
+    limits = limits or ImageLimits()
+    if len(data) > limits.max_bytes:
+        raise ImageTooLargeError(f"the file is {len(data)} bytes; the limit is {limits.max_bytes}")
+    if not data:
+        raise NotAnImageError("the request has no image data")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise NotAnImageError("the data is not an image (expected JPEG, PNG or WebP)") from exc
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageTooLargeError(str(exc)) from exc
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnsupportedFormatError(f"{image.format} images are not supported; send JPEG, PNG or WebP")
+    # Check the size from the header, before decoding any pixels (decompression bombs).
+    if image.width * image.height > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"the image is {image.width}x{image.height} pixels; the limit is {limits.max_pixels} pixels"
+        )
+    try:
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError) as exc:
+        raise TruncatedImageError(f"the image data is truncated or corrupt ({exc})") from exc
+    has_alpha = upright.mode in ("RGBA", "LA", "PA") or (
+        upright.mode == "P" and "transparency" in upright.info
+    )
+    rgba = upright.convert("RGBA") if has_alpha else None
+    rgb = np.array((rgba or upright).convert("RGB"))
+    alpha = np.array(rgba)[..., 3] if rgba is not None else None
+    info = {k: v for k, v in image.info.items() if k in ("icc_profile", "dpi")}
+    return DecodedImage(rgb=rgb, alpha=alpha, format=image.format, mode=image.mode, info=info)
+
+
+def encode(decoded: DecodedImage, rgb: np.ndarray, fmt: str | None = None, quality: int = 95) -> bytes:
+    """Pixels -> bytes in `fmt` (default: the input's format), restoring mode and transparency."""
+    fmt = fmt or decoded.format
+    image = Image.fromarray(rgb, "RGB")
+    if decoded.alpha is not None and fmt != "JPEG":
+        image.putalpha(Image.fromarray(decoded.alpha, "L"))
+    elif decoded.mode in ("L", "I;16", "I") and fmt != "WEBP":
+        image = image.convert("L")
+    buffer = io.BytesIO()
+    options: dict = {k: v for k, v in decoded.info.items() if k in ("icc_profile", "dpi")}
+    if fmt == "JPEG":
+        options.update(quality=quality, subsampling=0)
+    elif fmt == "WEBP":
+        options.update(quality=quality)
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()

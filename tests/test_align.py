@@ -1,0 +1,73 @@
+import numpy as np
+
+from qmask.align import (
+    CANONICAL_EYES,
+    eyes_to_crop,
+    grow_region,
+    invert,
+    paste_back,
+    transform_points,
+    warp_to_crop,
+)
+from tests.conftest import BENCH, load_rgb
+
+
+def test_eyes_land_on_the_canonical_positions():
+    eyes = np.array([[310.5, 402.25], [401.0, 380.0]])
+    matrix = eyes_to_crop(eyes)
+    assert np.abs(transform_points(eyes, matrix) - CANONICAL_EYES).max() < 1e-9
+
+
+def test_align_unalign_round_trip_under_one_pixel():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        eyes = rng.uniform(50, 900, size=(2, 2))
+        matrix = eyes_to_crop(eyes)
+        points = rng.uniform(0, 1000, size=(20, 2))
+        back = transform_points(transform_points(points, matrix), invert(matrix))
+        assert np.abs(back - points).max() < 1.0
+
+
+def test_image_round_trip_through_the_crop():
+    photo = load_rgb(BENCH / "0000_target.png")
+    matrix = eyes_to_crop(np.array([[100.0, 110.0], [150.0, 108.0]]))  # close to scale 1
+    crop = warp_to_crop(photo, matrix)
+    weight = np.zeros((256, 256), np.float32)
+    weight[80:200, 60:200] = 1.0
+    out = paste_back(photo.copy(), crop, weight, matrix)
+    # Pasting the crop of the photo back onto itself changes pixels by interpolation error only.
+    assert np.abs(out.astype(int) - photo.astype(int)).mean() < 1.0
+
+
+def test_paste_back_changes_only_pixels_inside_the_region():
+    photo = load_rgb(BENCH / "0001_target.png")
+    matrix = eyes_to_crop(np.array([[95.0, 105.0], [160.0, 100.0]]))
+    generated = np.full((256, 256, 3), 255, np.uint8)
+    prob = np.zeros((256, 256), np.float32)
+    prob[150:210, 80:180] = 0.9
+    weight = grow_region(prob, grow=4, feather=4)
+    out = paste_back(photo.copy(), generated, weight, matrix)
+    # Where the weight warped back to the photo is zero, pixels are byte-identical.
+    h, w = photo.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    crop_xy = transform_points(np.stack([xx.ravel(), yy.ravel()], 1).astype(float), matrix)
+    far = (
+        (crop_xy[:, 0] < 80 - 10)
+        | (crop_xy[:, 0] > 180 + 10)
+        | (crop_xy[:, 1] < 150 - 10)
+        | (crop_xy[:, 1] > 210 + 10)
+    ).reshape(h, w)
+    assert np.array_equal(out[far], photo[far])
+    changed = np.any(out != photo, axis=2)
+    assert changed.sum() > 0.5 * 60 * 100 * 0.8  # the region itself was replaced
+
+
+def test_grow_region_is_hard_inside_and_zero_beyond_the_feather():
+    prob = np.zeros((64, 64), np.float32)
+    prob[20:40, 20:40] = 0.6
+    prob[30, 30] = 0.2  # a soft hole inside the mask must still be fully replaced
+    weight = grow_region(prob, threshold=0.5, grow=3, feather=4)
+    assert weight[30, 30] == 1.0
+    assert weight[17:43, 30].min() == 1.0 and weight[30, 17:43].min() == 1.0  # grown by 3 px at full weight
+    assert weight[:10].max() == 0.0 and weight[:, 50:].max() == 0.0
+    assert 0 < weight[20, 44] < 1  # feathered edge

@@ -1,0 +1,22 @@
+from qmask.faces import mesh_eyes
+from tests.conftest import load_rgb
+
+
+def test_detector_finds_a_face_on_at_least_90_percent_of_real_masked_photos(detector, real_masked_sample):
+    found = [bool(detector.detect(load_rgb(p))) for p in real_masked_sample]
+    assert len(found) >= 25
+    assert sum(found) / len(found) >= 0.9, f"{sum(found)}/{len(found)}"
+
+
+def test_eyes_come_from_the_mesh_and_lie_in_the_box(detector, real_masked_sample):
+    meshed = 0
+    for path in real_masked_sample[:10]:
+        for face in detector.detect(load_rgb(path)):
+            x0, y0, x1, y1 = face.box
+            assert x0 <= face.eyes[:, 0].min() and face.eyes[:, 0].max() <= x1
+            assert y0 <= face.eyes[:, 1].min() and face.eyes[:, 1].max() <= y1
+            assert face.eyes[0, 0] < face.eyes[1, 0]  # image-left eye first
+            if face.mesh is not None:
+                meshed += 1
+                assert (face.eyes == mesh_eyes(face.mesh)).all()
+    assert meshed >= 8

@@ -1,0 +1,83 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qmask.imageio import (
+    ImageLimits,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnsupportedFormatError,
+    decode,
+    encode,
+)
+from tests.conftest import REAL_MASKED
+
+
+def _jpeg_bytes() -> bytes:
+    """A real masked photo as JPEG (the folder holds PNGs)."""
+    buffer = io.BytesIO()
+    Image.open(sorted(REAL_MASKED.iterdir())[0]).convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_not_an_image():
+    with pytest.raises(NotAnImageError) as err:
+        decode(b"%PDF-1.4 this is not a photo")
+    assert err.value.status == 400
+
+
+def test_truncated_jpeg():
+    data = _jpeg_bytes()
+    with pytest.raises(TruncatedImageError) as err:
+        decode(data[: len(data) // 2])
+    assert err.value.status == 400
+
+
+def test_huge_dimensions_are_refused_from_the_header():
+    buffer = io.BytesIO()
+    Image.new("L", (12000, 12000)).save(buffer, format="PNG")  # compresses to a few KB
+    data = buffer.getvalue()
+    assert len(data) < 1_000_000
+    with pytest.raises(ImageTooLargeError) as err:
+        decode(data, ImageLimits(max_pixels=50_000_000))
+    assert err.value.status == 413
+
+
+def test_too_many_bytes():
+    with pytest.raises(ImageTooLargeError):
+        decode(_jpeg_bytes(), ImageLimits(max_bytes=1000))
+
+
+def test_unsupported_format():
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buffer, format="GIF")
+    with pytest.raises(UnsupportedFormatError) as err:
+        decode(buffer.getvalue())
+    assert err.value.status == 415
+
+
+def test_exif_orientation_is_applied_and_format_kept():
+    image = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    decoded = decode(buffer.getvalue())
+    assert decoded.rgb.shape == (40, 20, 3)  # upright: portrait
+    out = Image.open(io.BytesIO(encode(decoded, decoded.rgb)))
+    assert out.format == "JPEG" and out.size == (20, 40)
+
+
+def test_png_with_alpha_and_grey_keep_their_mode():
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 3] = 128
+    for mode, array in (("RGBA", rgba), ("L", np.full((16, 16), 77, np.uint8))):
+        buffer = io.BytesIO()
+        Image.fromarray(array, mode).save(buffer, format="PNG")
+        decoded = decode(buffer.getvalue())
+        out = Image.open(io.BytesIO(encode(decoded, decoded.rgb)))
+        assert out.mode == mode
+        assert np.array_equal(np.asarray(out), array)
