@@ -1,0 +1,141 @@
+"""Command line: `qmask unmask INPUT... -o OUTPUT`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from qmask.imageio import FORMAT_BY_SUFFIX, ImageError
+from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig, UnmaskPipeline, UnmaskResult
+
+
+def collect_inputs(paths: list[Path]) -> list[Path]:
+    """Image files named directly, plus the images directly inside named folders."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in FORMAT_BY_SUFFIX))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise SystemExit(f"qmask: {path}: no such file or folder")
+    return files
+
+
+def output_paths(inputs: list[Path], output: Path, folder_input: bool) -> list[Path]:
+    """One output per input; a folder output keeps each input's file name."""
+    if len(inputs) == 1 and not folder_input and output.suffix.lower() in FORMAT_BY_SUFFIX:
+        return [output]
+    names = [p.name for p in inputs]
+    if len(set(names)) != len(names):
+        raise SystemExit("qmask: two inputs share a file name; unmask them into separate folders")
+    return [output / name for name in names]
+
+
+def debug_image(result: UnmaskResult) -> np.ndarray:
+    """The output with face boxes, and per face: crop | mask probability | generated | blend weight."""
+    canvas = result.image.copy()
+    for face in result.faces:
+        x0, y0, x1, y1 = (round(v) for v in face.box)
+        colour = (0, 200, 0) if face.edited else (200, 0, 0)
+        thickness = max(2, canvas.shape[1] // 400)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness)
+        cv2.putText(
+            canvas,
+            f"mask {face.mask_fraction:.2f}",
+            (x0, max(12, y0 - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            max(0.4, canvas.shape[1] / 1500),
+            colour,
+            thickness,
+        )
+    strips = []
+    for d in result.debug:
+        grey = [np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2) for m in (d.mask_prob, d.weight)]
+        strips.append(np.hstack([d.crop, grey[0], d.generated, grey[1]]))
+    if not strips:
+        return canvas
+    sheet = np.vstack(strips)
+    scale = canvas.shape[1] / sheet.shape[1]
+    sheet = cv2.resize(
+        sheet, (canvas.shape[1], max(1, round(sheet.shape[0] * scale))), interpolation=cv2.INTER_AREA
+    )
+    return np.vstack([canvas, sheet])
+
+
+def unmask_command(args: argparse.Namespace) -> int:
+    inputs = collect_inputs(args.inputs)
+    if not inputs:
+        raise SystemExit("qmask: no JPEG, PNG or WebP images in the inputs")
+    folder_input = any(p.is_dir() for p in args.inputs)
+    outputs = output_paths(inputs, args.output, folder_input)
+    outputs[0].parent.mkdir(parents=True, exist_ok=True)
+    config = PipelineConfig(weights=str(args.weights), device=args.device)
+    failures = 0
+    with UnmaskPipeline(config) as pipeline:
+        bar = tqdm(
+            list(zip(inputs, outputs, strict=True)),
+            desc="unmask",
+            unit="photo",
+            disable=len(inputs) == 1 or args.quiet,
+        )
+        for src, dst in bar:
+            record: dict = {"input": str(src)}
+            try:
+                fmt = FORMAT_BY_SUFFIX.get(dst.suffix.lower())
+                encoded, result, _ = pipeline.unmask_bytes(src.read_bytes(), fmt, debug=args.debug)
+                dst.write_bytes(encoded)
+                record.update(output=str(dst), faces=[f.to_json() for f in result.faces])
+                if args.debug:
+                    debug = debug_image(result)
+                    cv2.imwrite(
+                        str(dst.with_name(dst.stem + ".debug.png")), cv2.cvtColor(debug, cv2.COLOR_RGB2BGR)
+                    )
+                if not any(f.edited for f in result.faces):
+                    tqdm.write(
+                        f"qmask: {src}: {len(result.faces)} face(s) found, none wearing a mask; "
+                        "written unchanged",
+                        file=sys.stderr,
+                    )
+            except ImageError as exc:
+                failures += 1
+                record["error"] = {"code": exc.code, "message": str(exc)}
+                tqdm.write(f"qmask: {src}: {exc}; no output written", file=sys.stderr)
+            if args.json:
+                tqdm.write(json.dumps(record))
+    if failures and not args.quiet:
+        print(f"qmask: {failures} of {len(inputs)} photo(s) could not be unmasked", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="qmask", description="Replace face masks in photos with a lower face."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    unmask = sub.add_parser("unmask", help="unmask photos (files or folders of JPEG, PNG, WebP)")
+    unmask.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    unmask.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        required=True,
+        help="output file (one input) or folder (results keep their input's name)",
+    )
+    unmask.add_argument("--json", action="store_true", help="print one JSON line per photo with its faces")
+    unmask.add_argument("--debug", action="store_true", help="also save NAME.debug.png with boxes and masks")
+    unmask.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="generator weights (.pt)")
+    unmask.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    unmask.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    args = parser.parse_args(argv)
+    return unmask_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The whole job, one way through: decode -> detect -> align -> generate -> composite -> paste back
+-> encode. Adapters (CLI, TorchServe handler) call `UnmaskPipeline` and nothing below it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qmask.align import eyes_to_crop, grow_region, paste_back, warp_to_crop
+from qmask.faces import DetectorConfig, Face, FaceDetector
+from qmask.imageio import DecodedImage, ImageError, ImageLimits, decode, encode
+from qmask.model import load_generator
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
+
+
+class NoFaceError(ImageError):
+    status = 422
+    code = "no_face"
+
+
+class TooManyFacesError(ImageError):
+    status = 422
+    code = "too_many_faces"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    weights: str = str(DEFAULT_WEIGHTS)
+    device: str = "cpu"
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    max_faces: int = 16
+    # A face is edited only if the predicted mask covers at least this share of its crop.
+    min_mask_fraction: float = 0.03
+    mask_threshold: float = 0.5
+    grow_px: float = 5.0
+    feather_px: float = 4.0
+    batch_size: int = 16
+
+
+@dataclass
+class FaceResult:
+    box: tuple[float, float, float, float]
+    score: float
+    mask_fraction: float  # share of the aligned crop predicted to be mask
+    edited: bool
+
+    def to_json(self) -> dict:
+        return {
+            "box": [round(v, 1) for v in self.box],
+            "score": round(self.score, 3),
+            "mask_fraction": round(self.mask_fraction, 3),
+            "edited": self.edited,
+        }
+
+
+@dataclass
+class FaceDebug:
+    """What the generator saw and produced for one face, in the canonical crop."""
+
+    crop: np.ndarray
+    mask_prob: np.ndarray
+    generated: np.ndarray
+    weight: np.ndarray
+
+
+@dataclass
+class UnmaskResult:
+    image: np.ndarray  # HxWx3 uint8 RGB, the input's size
+    faces: list[FaceResult]
+    timings: dict[str, float]  # seconds per stage
+    debug: list[FaceDebug] = field(default_factory=list)
+
+
+class StageTimer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+class UnmaskPipeline:
+    """Loads the face detector and the generator once; call `unmask_*` for each photo."""
+
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = config or PipelineConfig()
+        weights = Path(self.config.weights)
+        if not weights.is_file():
+            raise FileNotFoundError(f"generator weights {weights} not found")
+        self.device = torch.device(self.config.device)
+        self.generator, self.generator_config, self.model_meta = load_generator(weights, self.device)
+        self.detector = FaceDetector(self.config.detector)
+
+    def close(self) -> None:
+        self.detector.close()
+
+    def __enter__(self) -> UnmaskPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @torch.inference_mode()
+    def generate(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256), faces (N, 256, 256, 3) uint8."""
+        probs, faces = [], []
+        for start in range(0, len(crops), self.config.batch_size):
+            x = torch.from_numpy(crops[start : start + self.config.batch_size]).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+            mask_logits, face = self.generator(x)
+            prob = torch.ones_like(x[:, :1]) if mask_logits is None else torch.sigmoid(mask_logits)
+            probs.append(prob[:, 0].float().cpu().numpy())
+            faces.append(
+                face.float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+            )
+        return np.concatenate(probs), np.concatenate(faces)
+
+    def unmask_array(self, rgb: np.ndarray, debug: bool = False) -> UnmaskResult:
+        """Unmask every masked face in an RGB uint8 image; raises NoFaceError / TooManyFacesError."""
+        timer = StageTimer()
+        with timer("detect"):
+            faces = self.detector.detect(rgb)
+        if not faces:
+            raise NoFaceError("no face was found in the image")
+        if len(faces) > self.config.max_faces:
+            raise TooManyFacesError(f"{len(faces)} faces found; the limit is {self.config.max_faces}")
+        out, results, debugs = self._unmask_faces(rgb, faces, timer, debug)
+        return UnmaskResult(image=out, faces=results, timings=timer.seconds, debug=debugs)
+
+    def _unmask_faces(
+        self, rgb: np.ndarray, faces: list[Face], timer: StageTimer, debug: bool
+    ) -> tuple[np.ndarray, list[FaceResult], list[FaceDebug]]:
+        cfg = self.config
+        with timer("align"):
+            matrices = [eyes_to_crop(face.eyes) for face in faces]
+            crops = np.stack([warp_to_crop(rgb, m) for m in matrices])
+        with timer("generate"):
+            probs, generated = self.generate(crops)
+        out = rgb.copy()
+        results, debugs = [], []
+        for face, matrix, crop, prob, gen in zip(faces, matrices, crops, probs, generated, strict=True):
+            with timer("composite"):
+                fraction = float((prob >= cfg.mask_threshold).mean())
+                edited = fraction >= cfg.min_mask_fraction
+                weight = (
+                    grow_region(prob, cfg.mask_threshold, cfg.grow_px, cfg.feather_px) if edited else None
+                )
+            if edited:
+                with timer("paste_back"):
+                    paste_back(out, gen, weight, matrix)
+            results.append(FaceResult(box=face.box, score=face.score, mask_fraction=fraction, edited=edited))
+            if debug:
+                debugs.append(
+                    FaceDebug(
+                        crop=crop,
+                        mask_prob=prob,
+                        generated=gen,
+                        weight=weight if weight is not None else np.zeros_like(prob),
+                    )
+                )
+        return out, results, debugs
+
+    def unmask_bytes(
+        self, data: bytes, output_format: str | None = None, debug: bool = False
+    ) -> tuple[bytes, UnmaskResult, DecodedImage]:
+        """Encoded photo in, encoded photo out (the input's format unless `output_format` is given)."""
+        timer = StageTimer()
+        with timer("decode"):
+            decoded = decode(data, self.config.limits)
+        result = self.unmask_array(decoded.rgb, debug=debug)
+        with timer("encode"):
+            encoded = encode(decoded, result.image, output_format)
+        result.timings.update(timer.seconds)
+        return encoded, result, decoded

@@ -1,0 +1,1 @@
+"""Training-side code: synthetic masks, datasets, the training loop and evaluation."""

@@ -1,0 +1,193 @@
+"""Held-out evaluation on aligned crops with a fixed seed.
+
+    python -m training.evaluate --faces ../shared/data/eval/lfw --masks synthetic --limit 300 \
+        --out out/eval_synthetic.json
+
+Masks are drawn by our renderer (`synthetic`) or warped from the held-out mask templates never
+used in training (`templates`). Methods: ours (mask-aware generator, its own predicted region),
+the plain pix2pix baseline, OpenCV Telea and Navier-Stokes inpainting given the true mask, and
+copying the input. Metrics: PSNR and SSIM over the crop, PSNR and L1 (0-255) inside the mask,
+IoU of the predicted mask. With `--groups` (UTKFace-named files) it also reports ours per race
+and age group on the slice of the training folder that training never sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from qmask.align import eyes_to_crop, grow_region, warp_to_crop
+from qmask.faces import FaceDetector, mesh_eyes
+from qmask.model import load_generator
+from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig
+from training.data import is_heldout
+from training.landmarks import list_images, load_landmarks
+from training.masks import MaskRenderer
+
+DEFAULT_TEMPLATES = Path("../shared/data/mask-templates")
+RACES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
+AGE_GROUPS = ((0, 17, "0-17"), (18, 39, "18-39"), (40, 64, "40-64"), (65, 200, "65+"))
+METRICS = ("psnr", "ssim", "psnr_mask", "l1_mask", "mask_iou")
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Gaussian-window SSIM on 0-255 images, as the frozen benchmark's scorer computes it."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(x, (11, 11), 1.5)
+
+    ma, mb = blur(a), blur(b)
+    va, vb, cov = blur(a * a) - ma**2, blur(b * b) - mb**2, blur(a * b) - ma * mb
+    m = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+    return float(m[5:-5, 5:-5].mean())
+
+
+def psnr(mse: float) -> float:
+    return 10 * math.log10(255**2 / max(mse, 1e-10))
+
+
+def score(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, pred_mask: np.ndarray | None) -> dict:
+    err = (pred.astype(np.float64) - truth.astype(np.float64)) ** 2
+    inside = mask[..., None].astype(np.float64)
+    n = max(3 * inside.sum(), 1.0)
+    iou = None
+    if pred_mask is not None:
+        union = np.logical_or(pred_mask, mask).sum()
+        iou = float(np.logical_and(pred_mask, mask).sum() / union) if union else 1.0
+    return {"psnr": psnr(err.mean()), "ssim": ssim(pred, truth), "psnr_mask": psnr((err * inside).sum() / n),
+            "l1_mask": float((np.sqrt(err) * inside).sum() / n), "mask_iou": iou}
+
+
+class Methods:
+    """Every method maps (masked crop, true mask) to (output crop, predicted mask or None)."""
+
+    def __init__(self, weights: Path, baseline: Path | None, config: PipelineConfig) -> None:
+        self.ours, _, _ = load_generator(weights)
+        self.baseline = load_generator(baseline)[0] if baseline else None
+        self.config = config
+
+    @staticmethod
+    @torch.inference_mode()
+    def _run(generator: torch.nn.Module, crop: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        x = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        logits, face = generator(x)
+        out = face[0].add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+        return (None if logits is None else torch.sigmoid(logits)[0, 0].numpy()), out
+
+    def __call__(self, masked: np.ndarray, mask: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        cfg = self.config
+        prob, face = self._run(self.ours, masked)
+        weight = grow_region(prob, cfg.mask_threshold, cfg.grow_px, cfg.feather_px)[..., None]
+        ours = np.clip(np.rint(weight * face + (1 - weight) * masked), 0, 255).astype(np.uint8)
+        hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
+        results = {
+            "ours": (ours, prob >= cfg.mask_threshold),
+            "telea": (cv2.inpaint(masked, hole, 5, cv2.INPAINT_TELEA), None),
+            "navier_stokes": (cv2.inpaint(masked, hole, 5, cv2.INPAINT_NS), None),
+            "copy_input": (masked, None),
+        }
+        if self.baseline is not None:
+            results["pix2pix"] = (self._run(self.baseline, masked)[1], None)
+        return results
+
+
+def age_group(age: int) -> str:
+    return next(name for lo, hi, name in AGE_GROUPS if lo <= age <= hi)
+
+
+def evaluate(faces_dir: Path, masks: str, limit: int, methods: Methods, landmarks: Path | None,
+             templates: Path, seed: int = 0, groups: bool = False) -> dict:
+    files = list_images(faces_dir)
+    if groups:
+        files = [f for f in files if is_heldout(f.name) and len(f.name.split("_")) >= 4]
+    files = files[:limit]
+    meshes = load_landmarks(landmarks) if landmarks else {}
+    renderer = MaskRenderer(templates, split="heldout") if masks == "templates" else MaskRenderer(None)
+    per_method: dict[str, list[dict]] = defaultdict(list)
+    per_group: dict[str, list[dict]] = defaultdict(list)
+    with FaceDetector() as detector:
+        for index, path in enumerate(tqdm(files, desc=f"evaluate {masks}", unit="face")):
+            rgb = np.asarray(Image.open(path).convert("RGB"))
+            mesh = meshes.get(path.name)
+            if mesh is None:
+                found = [f for f in detector.detect(rgb) if f.mesh is not None]
+                if not found:
+                    continue
+                mesh = found[0].mesh
+            drawn = renderer.render(rgb, mesh, np.random.default_rng([seed, index]))
+            matrix = eyes_to_crop(mesh_eyes(mesh))
+            masked, truth = warp_to_crop(drawn.image, matrix), warp_to_crop(rgb, matrix)
+            mask = warp_to_crop(drawn.alpha, matrix) > 0.5
+            for name, (pred, pred_mask) in methods(masked, mask).items():
+                row = score(pred, truth, mask, pred_mask)
+                per_method[name].append(row)
+                if groups and name == "ours":
+                    age, _, race = path.name.split("_")[:3]
+                    per_group[f"race:{RACES.get(int(race), race)}"].append(row)
+                    per_group[f"age:{age_group(int(age))}"].append(row)
+    result = {masks: {name: mean_metrics(rows) for name, rows in per_method.items()}}
+    if groups:
+        result["groups"] = {name: mean_metrics(rows) | {"n": len(rows)} for name, rows in sorted(per_group.items())}
+    result["n"] = len(per_method["ours"])
+    return result
+
+
+def mean_metrics(rows: list[dict]) -> dict:
+    out = {}
+    for key in METRICS:
+        values = [r[key] for r in rows if r[key] is not None]
+        out[key] = round(float(np.mean(values)), 4) if values else None
+    return out
+
+
+def markdown_table(result: dict, masks: str) -> str:
+    lines = [f"| method ({masks} masks) | PSNR | SSIM | PSNR in mask | L1 in mask | mask IoU |",
+             "|---|---|---|---|---|---|"]
+    for name, m in result[masks].items():
+        cells = [f"{m[k]:.4f}" if k in ("ssim", "mask_iou") and m[k] is not None else
+                 ("—" if m[k] is None else f"{m[k]:.2f}") for k in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "groups" in result:
+        lines += ["", "| group (ours) | n | PSNR | SSIM | PSNR in mask | L1 in mask |", "|---|---|---|---|---|---|"]
+        for name, m in result["groups"].items():
+            lines.append(f"| {name} | {m['n']} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr_mask']:.2f} | "
+                         f"{m['l1_mask']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", type=Path, required=True, help="folder of unmasked faces (eval/lfw)")
+    parser.add_argument("--masks", choices=("synthetic", "templates"), required=True)
+    parser.add_argument("--limit", type=int, default=300)
+    parser.add_argument("--out", type=Path, required=True, help="JSON result; a .md table is written beside it")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="our generator")
+    parser.add_argument("--baseline", type=Path, default=None, help="plain pix2pix generator weights")
+    parser.add_argument("--landmarks", type=Path, default=None, help="cached meshes (training.landmarks)")
+    parser.add_argument("--templates", type=Path, default=DEFAULT_TEMPLATES)
+    parser.add_argument("--groups", action="store_true", help="per race/age table on the held-out UTKFace slice")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    methods = Methods(args.weights, args.baseline, PipelineConfig())
+    result = evaluate(args.faces, args.masks, args.limit, methods, args.landmarks, args.templates, args.seed,
+                      args.groups)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    table = markdown_table(result, args.masks)
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
