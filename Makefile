@@ -6,7 +6,7 @@ DATA ?= ../shared/data
 INPUT ?= $(DATA)/real-masked
 OUTPUT ?= out/unmasked
 
-.PHONY: setup run test lint bench train-cpu evaluate clean
+.PHONY: setup run test lint bench landmarks train-cpu evaluate bench-frozen contact-sheet clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,28 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m qmask.bench
+
+# Training and measurement jobs: separate from the tests, their results are recorded in README.
+landmarks: setup
+	$(BIN)/python -m training.landmarks $(DATA)/train/utkface cache/utkface.npz
+	$(BIN)/python -m training.landmarks $(DATA)/eval/lfw cache/lfw.npz
+
+train-cpu: setup
+	$(BIN)/python -m training.train --config training/configs/cpu.yaml
+
+evaluate: setup
+	for masks in synthetic templates; do \
+	  $(BIN)/python -m training.evaluate --faces $(DATA)/eval/lfw --landmarks cache/lfw.npz --masks $$masks \
+	    --limit 300 --baseline runs/cpu_pix2pix_baseline/generator.pt --out out/eval_$$masks.json || exit 1; done
+	$(BIN)/python -m training.evaluate --faces $(DATA)/train/utkface --landmarks cache/utkface.npz \
+	  --masks synthetic --groups --limit 600 --out out/eval_groups.json
+
+bench-frozen: setup
+	rm -rf out/bench && $(BIN)/qmask unmask $(DATA)/bench/lfw-synthetic/*_masked.png -o out/bench -q || true
+	$(BIN)/python ../shared/bench/score.py $(DATA)/bench/lfw-synthetic out/bench --json out/bench_score.json
+
+contact-sheet: run
+	$(BIN)/python -m training.contact_sheet $(INPUT) $(OUTPUT) out/sheets/real
 
 clean:
 	rm -rf $(VENV) qmask/assets out

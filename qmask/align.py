@@ -44,6 +44,17 @@ def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -
     )
 
 
+def fill_holes(hard: np.ndarray, close_px: int = 9) -> np.ndarray:
+    """Close small gaps and fill enclosed holes: a real mask is one solid piece, and a hole in the
+    prediction (a valve, a printed pattern) would leave a patch of mask in the result."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
+    closed = cv2.morphologyEx(hard, cv2.MORPH_CLOSE, kernel)
+    _, labels = cv2.connectedComponents(1 - closed)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    holes = (closed == 0) & ~np.isin(labels, edge)
+    return (closed.astype(bool) | holes).astype(np.uint8)
+
+
 def grow_region(
     mask_prob: np.ndarray, threshold: float = 0.5, grow: float = 4.0, feather: float = 4.0
 ) -> np.ndarray:
@@ -53,7 +64,7 @@ def grow_region(
     a half-transparent mask is never blended back; it then falls linearly to 0 over `feather`
     pixels so no seam shows. Beyond grow + feather the weight is exactly 0.
     """
-    hard = (mask_prob >= threshold).astype(np.uint8)
+    hard = fill_holes((mask_prob >= threshold).astype(np.uint8))
     if not hard.any():
         return np.zeros(mask_prob.shape, np.float32)
     dist = cv2.distanceTransform(1 - hard, cv2.DIST_L2, 5)

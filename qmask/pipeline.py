@@ -38,7 +38,7 @@ class PipelineConfig:
     limits: ImageLimits = field(default_factory=ImageLimits)
     max_faces: int = 16
     # A face is edited only if the predicted mask covers at least this share of its crop.
-    min_mask_fraction: float = 0.03
+    min_mask_fraction: float = 0.08
     mask_threshold: float = 0.5
     grow_px: float = 5.0
     feather_px: float = 4.0

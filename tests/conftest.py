@@ -32,3 +32,14 @@ def detector():
 def real_masked_sample() -> list[Path]:
     """A fixed sample: every fifth real masked photo in name order."""
     return sorted(REAL_MASKED.iterdir())[::5]
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tmp_path_factory) -> Path:
+    """Weights of a tiny, untrained mask-aware generator (for plumbing tests, not quality)."""
+    from qmask.model import GeneratorConfig, build_generator, save_generator
+
+    config = GeneratorConfig(base_channels=8, max_channels=32, depth=3, bottleneck_blocks=1)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_generator(path, build_generator(config), config)
+    return path

@@ -3,6 +3,7 @@ import numpy as np
 from qmask.align import (
     CANONICAL_EYES,
     eyes_to_crop,
+    fill_holes,
     grow_region,
     invert,
     paste_back,
@@ -71,3 +72,13 @@ def test_grow_region_is_hard_inside_and_zero_beyond_the_feather():
     assert weight[17:43, 30].min() == 1.0 and weight[30, 17:43].min() == 1.0  # grown by 3 px at full weight
     assert weight[:10].max() == 0.0 and weight[:, 50:].max() == 0.0
     assert 0 < weight[20, 44] < 1  # feathered edge
+
+
+def test_holes_in_the_predicted_mask_are_filled():
+    hard = np.zeros((100, 100), np.uint8)
+    hard[20:80, 20:80] = 1
+    hard[40:60, 40:60] = 0  # a valve the segmentation missed
+    hard[0:10, 0:30] = 1  # a separate piece at the border stays as it is
+    filled = fill_holes(hard)
+    assert filled[20:80, 20:80].all()
+    assert filled[0:10, 0:30].all() and not filled[12:18, 90:].any()

@@ -1,0 +1,70 @@
+"""The CLI end to end on real photos with the committed default model."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qmask.cli import main
+from tests.conftest import BENCH, REAL_MASKED, REPO, UTKFACE, load_rgb
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qmask.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_unmask_a_real_masked_photo(tmp_path):
+    src = REAL_MASKED / "1237.png"
+    dst = tmp_path / "out.png"
+    proc = run_cli("unmask", str(src), "-o", str(dst), "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert record["output"] == str(dst)
+    assert len(record["faces"]) >= 1 and record["faces"][0]["edited"]
+    assert record["faces"][0]["mask_fraction"] > 0.1
+    before, after = load_rgb(src), load_rgb(dst)
+    assert after.shape == before.shape
+    changed = np.any(before != after, axis=2)
+    # The mask region changed, the rest of the photo did not.
+    x0, y0, x1, y1 = (round(v) for v in record["faces"][0]["box"])
+    assert changed.mean() > 0.05
+    outside = np.ones_like(changed)
+    pad = (x1 - x0) // 2
+    outside[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad] = False
+    assert not changed[outside].any()
+
+
+def test_folder_in_folder_out_keeps_names_and_reports_photos_without_faces(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("0003_masked.png", "0010_masked.png"):
+        (inputs / name).write_bytes((BENCH / name).read_bytes())
+    Image.fromarray(np.full((300, 400, 3), 90, np.uint8)).save(inputs / "wall.jpg")  # no face
+    (inputs / "notes.txt").write_text("not an image, skipped by suffix")
+    code = main(["unmask", str(inputs), "-o", str(tmp_path / "out"), "--json", "--debug"])
+    captured = capsys.readouterr()
+    assert code == 1  # one photo failed
+    records = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
+    assert [r["input"].rsplit("/", 1)[1] for r in records] == ["0003_masked.png", "0010_masked.png", "wall.jpg"]
+    assert records[2]["error"]["code"] == "no_face"
+    assert "wall.jpg: no face was found" in captured.err
+    out = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert out == ["0003_masked.debug.png", "0003_masked.png", "0010_masked.debug.png", "0010_masked.png"]
+    for name in ("0003_masked.png", "0010_masked.png"):
+        assert Image.open(tmp_path / "out" / name).size == Image.open(inputs / name).size
+
+
+def test_output_format_follows_the_output_suffix(tmp_path):
+    src = next(iter(sorted(UTKFACE.iterdir())))  # unmasked face: written unchanged, and said so
+    dst = tmp_path / "face.webp"
+    assert main(["unmask", str(src), "-o", str(dst)]) == 0
+    assert Image.open(dst).format == "WEBP"
+
+
+def test_missing_input_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["unmask", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "x.png")])
