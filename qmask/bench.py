@@ -35,7 +35,9 @@ def jpeg_of_size(photo: Path, size: tuple[int, int]) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
@@ -53,7 +55,9 @@ def main() -> None:
                 runs.append(result.timings)
             medians = {s: statistics.median(r.get(s, 0.0) for r in runs) * 1000 for s in STAGES}
             cells = " | ".join(f"{medians[s]:.1f}" for s in STAGES)
-            print(f"| {label} {size[0]}x{size[1]} | {len(result.faces)} | {cells} | {sum(medians.values()):.1f} ms |")
+            print(
+                f"| {label} {size[0]}x{size[1]} | {len(result.faces)} | {cells} | {sum(medians.values()):.1f} ms |"
+            )
 
 
 if __name__ == "__main__":

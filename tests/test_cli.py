@@ -13,8 +13,9 @@ from tests.conftest import BENCH, REAL_MASKED, REPO, UTKFACE, load_rgb
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qmask.cli", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "qmask.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_unmask_a_real_masked_photo(tmp_path):
@@ -49,7 +50,11 @@ def test_folder_in_folder_out_keeps_names_and_reports_photos_without_faces(tmp_p
     captured = capsys.readouterr()
     assert code == 1  # one photo failed
     records = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
-    assert [r["input"].rsplit("/", 1)[1] for r in records] == ["0003_masked.png", "0010_masked.png", "wall.jpg"]
+    assert [r["input"].rsplit("/", 1)[1] for r in records] == [
+        "0003_masked.png",
+        "0010_masked.png",
+        "wall.jpg",
+    ]
     assert records[2]["error"]["code"] == "no_face"
     assert "wall.jpg: no face was found" in captured.err
     out = sorted(p.name for p in (tmp_path / "out").iterdir())

@@ -7,8 +7,23 @@ from tests.conftest import LFW, REPO
 
 def test_evaluate_runs_on_a_tiny_set(tmp_path, tiny_generator):
     out = tmp_path / "eval.json"
-    cmd = [sys.executable, "-m", "training.evaluate", "--faces", str(LFW), "--masks", "templates", "--limit", "3",
-           "--out", str(out), "--weights", str(tiny_generator), "--baseline", str(tiny_generator)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training.evaluate",
+        "--faces",
+        str(LFW),
+        "--masks",
+        "templates",
+        "--limit",
+        "3",
+        "--out",
+        str(out),
+        "--weights",
+        str(tiny_generator),
+        "--baseline",
+        str(tiny_generator),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())

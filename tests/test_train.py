@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from qmask.model import load_generator
+from tests.conftest import REPO, UTKFACE
 from training.landmarks import compute_landmarks, list_images
 from training.train import TrainConfig, train
-from tests.conftest import REPO, UTKFACE
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
 
@@ -27,8 +27,11 @@ def tiny_landmarks(tmp_path_factory) -> Path:
 
 
 def tiny_config(out: Path, landmarks: Path, **overrides) -> TrainConfig:
-    data = {"faces_dir": str(UTKFACE), "landmarks": str(landmarks),
-            "templates_dir": str(REPO.parent / "shared" / "data" / "mask-templates")}
+    data = {
+        "faces_dir": str(UTKFACE),
+        "landmarks": str(landmarks),
+        "templates_dir": str(REPO.parent / "shared" / "data" / "mask-templates"),
+    }
     return TrainConfig.from_yaml(TINY, {"out_dir": str(out), "data": data, **overrides})
 
 
@@ -72,10 +75,27 @@ def test_baseline_config_trains_a_plain_pix2pix(tmp_path, tiny_landmarks):
 
 def test_ddp_with_two_cpu_processes_on_gloo(tmp_path, tiny_landmarks):
     out = tmp_path / "ddp"
-    data = (f"data={{faces_dir: '{UTKFACE}', landmarks: '{tiny_landmarks}', "
-            f"templates_dir: '{REPO.parent / 'shared' / 'data' / 'mask-templates'}'}}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training.train", "--config", str(TINY), "--set", f"out_dir={out}", "steps=3", "threads=1", data]
+    data = (
+        f"data={{faces_dir: '{UTKFACE}', landmarks: '{tiny_landmarks}', "
+        f"templates_dir: '{REPO.parent / 'shared' / 'data' / 'mask-templates'}'}}"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "training.train",
+        "--config",
+        str(TINY),
+        "--set",
+        f"out_dir={out}",
+        "steps=3",
+        "threads=1",
+        data,
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

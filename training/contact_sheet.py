@@ -35,8 +35,9 @@ def pair(before: Path, after: Path, size: int) -> np.ndarray:
     return out
 
 
-def write_sheets(before_dir: Path, after_dir: Path, prefix: Path, size: int = 160, cols: int = 4,
-                 rows: int = 6) -> list[Path]:
+def write_sheets(
+    before_dir: Path, after_dir: Path, prefix: Path, size: int = 160, cols: int = 4, rows: int = 6
+) -> list[Path]:
     files = list_images(before_dir)
     per_sheet = cols * rows
     prefix.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,9 @@ def write_sheets(before_dir: Path, after_dir: Path, prefix: Path, size: int = 16
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     parser.add_argument("prefix", type=Path)

@@ -65,8 +65,13 @@ def score(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, pred_mask: np.n
     if pred_mask is not None:
         union = np.logical_or(pred_mask, mask).sum()
         iou = float(np.logical_and(pred_mask, mask).sum() / union) if union else 1.0
-    return {"psnr": psnr(err.mean()), "ssim": ssim(pred, truth), "psnr_mask": psnr((err * inside).sum() / n),
-            "l1_mask": float((np.sqrt(err) * inside).sum() / n), "mask_iou": iou}
+    return {
+        "psnr": psnr(err.mean()),
+        "ssim": ssim(pred, truth),
+        "psnr_mask": psnr((err * inside).sum() / n),
+        "l1_mask": float((np.sqrt(err) * inside).sum() / n),
+        "mask_iou": iou,
+    }
 
 
 class Methods:
@@ -85,7 +90,9 @@ class Methods:
         out = face[0].add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
         return (None if logits is None else torch.sigmoid(logits)[0, 0].numpy()), out
 
-    def __call__(self, masked: np.ndarray, mask: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    def __call__(
+        self, masked: np.ndarray, mask: np.ndarray
+    ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         cfg = self.config
         prob, face = self._run(self.ours, masked)
         weight = grow_region(prob, cfg.mask_threshold, cfg.grow_px, cfg.feather_px)[..., None]
@@ -106,8 +113,16 @@ def age_group(age: int) -> str:
     return next(name for lo, hi, name in AGE_GROUPS if lo <= age <= hi)
 
 
-def evaluate(faces_dir: Path, masks: str, limit: int, methods: Methods, landmarks: Path | None,
-             templates: Path, seed: int = 0, groups: bool = False) -> dict:
+def evaluate(
+    faces_dir: Path,
+    masks: str,
+    limit: int,
+    methods: Methods,
+    landmarks: Path | None,
+    templates: Path,
+    seed: int = 0,
+    groups: bool = False,
+) -> dict:
     files = list_images(faces_dir)
     if groups:
         files = [f for f in files if is_heldout(f.name) and len(f.name.split("_")) >= 4]
@@ -138,7 +153,9 @@ def evaluate(faces_dir: Path, masks: str, limit: int, methods: Methods, landmark
                     per_group[f"age:{age_group(int(age))}"].append(row)
     result = {masks: {name: mean_metrics(rows) for name, rows in per_method.items()}}
     if groups:
-        result["groups"] = {name: mean_metrics(rows) | {"n": len(rows)} for name, rows in sorted(per_group.items())}
+        result["groups"] = {
+            name: mean_metrics(rows) | {"n": len(rows)} for name, rows in sorted(per_group.items())
+        }
     result["n"] = len(per_method["ours"])
     return result
 
@@ -152,36 +169,55 @@ def mean_metrics(rows: list[dict]) -> dict:
 
 
 def markdown_table(result: dict, masks: str) -> str:
-    lines = [f"| method ({masks} masks) | PSNR | SSIM | PSNR in mask | L1 in mask | mask IoU |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"| method ({masks} masks) | PSNR | SSIM | PSNR in mask | L1 in mask | mask IoU |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, m in result[masks].items():
-        cells = [f"{m[k]:.4f}" if k in ("ssim", "mask_iou") and m[k] is not None else
-                 ("—" if m[k] is None else f"{m[k]:.2f}") for k in METRICS]
+        cells = [
+            f"{m[k]:.4f}"
+            if k in ("ssim", "mask_iou") and m[k] is not None
+            else ("—" if m[k] is None else f"{m[k]:.2f}")
+            for k in METRICS
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "groups" in result:
-        lines += ["", "| group (ours) | n | PSNR | SSIM | PSNR in mask | L1 in mask |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| group (ours) | n | PSNR | SSIM | PSNR in mask | L1 in mask |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, m in result["groups"].items():
-            lines.append(f"| {name} | {m['n']} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr_mask']:.2f} | "
-                         f"{m['l1_mask']:.2f} |")
+            lines.append(
+                f"| {name} | {m['n']} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr_mask']:.2f} | "
+                f"{m['l1_mask']:.2f} |"
+            )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--faces", type=Path, required=True, help="folder of unmasked faces (eval/lfw)")
     parser.add_argument("--masks", choices=("synthetic", "templates"), required=True)
     parser.add_argument("--limit", type=int, default=300)
-    parser.add_argument("--out", type=Path, required=True, help="JSON result; a .md table is written beside it")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="JSON result; a .md table is written beside it"
+    )
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="our generator")
     parser.add_argument("--baseline", type=Path, default=None, help="plain pix2pix generator weights")
     parser.add_argument("--landmarks", type=Path, default=None, help="cached meshes (training.landmarks)")
     parser.add_argument("--templates", type=Path, default=DEFAULT_TEMPLATES)
-    parser.add_argument("--groups", action="store_true", help="per race/age table on the held-out UTKFace slice")
+    parser.add_argument(
+        "--groups", action="store_true", help="per race/age table on the held-out UTKFace slice"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     methods = Methods(args.weights, args.baseline, PipelineConfig())
-    result = evaluate(args.faces, args.masks, args.limit, methods, args.landmarks, args.templates, args.seed,
-                      args.groups)
+    result = evaluate(
+        args.faces, args.masks, args.limit, methods, args.landmarks, args.templates, args.seed, args.groups
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     table = markdown_table(result, args.masks)
