@@ -55,9 +55,8 @@ def main() -> None:
                 runs.append(result.timings)
             medians = {s: statistics.median(r.get(s, 0.0) for r in runs) * 1000 for s in STAGES}
             cells = " | ".join(f"{medians[s]:.1f}" for s in STAGES)
-            print(
-                f"| {label} {size[0]}x{size[1]} | {len(result.faces)} | {cells} | {sum(medians.values()):.1f} ms |"
-            )
+            total = sum(medians.values())
+            print(f"| {label} {size[0]}x{size[1]} | {len(result.faces)} | {cells} | {total:.1f} ms |")
 
 
 if __name__ == "__main__":
