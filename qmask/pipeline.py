@@ -128,28 +128,47 @@ class UnmaskPipeline:
 
     def unmask_array(self, rgb: np.ndarray, debug: bool = False) -> UnmaskResult:
         """Unmask every masked face in an RGB uint8 image; raises NoFaceError / TooManyFacesError."""
-        timer = StageTimer()
-        with timer("detect"):
-            faces = self.detector.detect(rgb)
-        if not faces:
-            raise NoFaceError("no face was found in the image")
-        if len(faces) > self.config.max_faces:
-            raise TooManyFacesError(f"{len(faces)} faces found; the limit is {self.config.max_faces}")
-        out, results, debugs = self._unmask_faces(rgb, faces, timer, debug)
-        return UnmaskResult(image=out, faces=results, timings=timer.seconds, debug=debugs)
+        result = self.unmask_arrays([rgb], debug)[0]
+        if isinstance(result, ImageError):
+            raise result
+        return result
 
-    def _unmask_faces(
-        self, rgb: np.ndarray, faces: list[Face], timer: StageTimer, debug: bool
-    ) -> tuple[np.ndarray, list[FaceResult], list[FaceDebug]]:
-        cfg = self.config
+    def unmask_arrays(self, images: list[np.ndarray], debug: bool = False) -> list[UnmaskResult | ImageError]:
+        """Unmask several images with one generator call for all their faces (server batches).
+
+        Each item is the image's result, or the error that image got (no face, too many faces),
+        so one bad photo does not fail the others. Timings are those of the whole batch.
+        """
+        timer = StageTimer()
+        faces_per_image: list[list[Face] | ImageError] = []
+        with timer("detect"):
+            for rgb in images:
+                faces = self.detector.detect(rgb)
+                if not faces:
+                    faces_per_image.append(NoFaceError("no face was found in the image"))
+                elif len(faces) > self.config.max_faces:
+                    faces_per_image.append(
+                        TooManyFacesError(f"{len(faces)} faces found; the limit is {self.config.max_faces}")
+                    )
+                else:
+                    faces_per_image.append(faces)
         with timer("align"):
-            matrices = [eyes_to_crop(face.eyes) for face in faces]
-            crops = np.stack([warp_to_crop(rgb, m) for m in matrices])
-        with timer("generate"):
-            probs, generated = self.generate(crops)
-        out = rgb.copy()
-        results, debugs = [], []
-        for face, matrix, crop, prob, gen in zip(faces, matrices, crops, probs, generated, strict=True):
+            jobs = [
+                (index, face, eyes_to_crop(face.eyes))
+                for index, faces in enumerate(faces_per_image)
+                if not isinstance(faces, ImageError)
+                for face in faces
+            ]
+            crops = [warp_to_crop(images[i], m) for i, _, m in jobs]
+        probs, generated = [], []
+        if jobs:
+            with timer("generate"):
+                probs, generated = self.generate(np.stack(crops))
+        outputs = {i: images[i].copy() for i, _, _ in jobs}
+        face_results: dict[int, list[FaceResult]] = {i: [] for i in outputs}
+        debugs: dict[int, list[FaceDebug]] = {i: [] for i in outputs}
+        cfg = self.config
+        for (index, face, matrix), crop, prob, gen in zip(jobs, crops, probs, generated, strict=True):
             with timer("composite"):
                 fraction = float((prob >= cfg.mask_threshold).mean())
                 edited = fraction >= cfg.min_mask_fraction
@@ -158,18 +177,21 @@ class UnmaskPipeline:
                 )
             if edited:
                 with timer("paste_back"):
-                    paste_back(out, gen, weight, matrix)
-            results.append(FaceResult(box=face.box, score=face.score, mask_fraction=fraction, edited=edited))
+                    paste_back(outputs[index], gen, weight, matrix)
+            face_results[index].append(
+                FaceResult(box=face.box, score=face.score, mask_fraction=fraction, edited=edited)
+            )
             if debug:
-                debugs.append(
-                    FaceDebug(
-                        crop=crop,
-                        mask_prob=prob,
-                        generated=gen,
-                        weight=weight if weight is not None else np.zeros_like(prob),
-                    )
-                )
-        return out, results, debugs
+                blend = weight if weight is not None else np.zeros_like(prob)
+                debugs[index].append(FaceDebug(crop=crop, mask_prob=prob, generated=gen, weight=blend))
+        return [
+            faces
+            if isinstance(faces, ImageError)
+            else UnmaskResult(
+                image=outputs[i], faces=face_results[i], timings=dict(timer.seconds), debug=debugs[i]
+            )
+            for i, faces in enumerate(faces_per_image)
+        ]
 
     def unmask_bytes(
         self, data: bytes, output_format: str | None = None, debug: bool = False
