@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -171,6 +172,19 @@ def build_generator(config: GeneratorConfig) -> nn.Module:
     if config.arch == "unet256":
         return UNet256()
     raise ValueError(f"unknown generator arch {config.arch!r}")
+
+
+@torch.inference_mode()
+def run_generator(
+    generator: nn.Module, crops: np.ndarray, device: torch.device | str = "cpu"
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256) or None for a generator
+    without a mask output, and generated faces (N, 256, 256, 3) uint8."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    mask_logits, face = generator(x)
+    faces = face.float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    probs = None if mask_logits is None else torch.sigmoid(mask_logits.float())[:, 0].cpu().numpy()
+    return probs, faces
 
 
 def fuse_batchnorm(module: nn.Module) -> nn.Module:

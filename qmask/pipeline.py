@@ -15,7 +15,7 @@ import torch
 from qmask.align import eyes_to_crop, grow_region, paste_back, warp_to_crop
 from qmask.faces import DetectorConfig, Face, FaceDetector
 from qmask.imageio import DecodedImage, ImageError, ImageLimits, decode, encode
-from qmask.model import load_generator
+from qmask.model import load_generator, run_generator
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 
@@ -111,19 +111,15 @@ class UnmaskPipeline:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @torch.inference_mode()
     def generate(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256), faces (N, 256, 256, 3) uint8."""
         probs, faces = [], []
         for start in range(0, len(crops), self.config.batch_size):
-            x = torch.from_numpy(crops[start : start + self.config.batch_size]).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div(127.5).sub(1)
-            mask_logits, face = self.generator(x)
-            prob = torch.ones_like(x[:, :1]) if mask_logits is None else torch.sigmoid(mask_logits)
-            probs.append(prob[:, 0].float().cpu().numpy())
-            faces.append(
-                face.float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-            )
+            batch = crops[start : start + self.config.batch_size]
+            prob, face = run_generator(self.generator, batch, self.device)
+            # A generator without a mask output (the pix2pix baseline) repaints the whole crop.
+            probs.append(np.ones(batch.shape[:3], np.float32) if prob is None else prob)
+            faces.append(face)
         return np.concatenate(probs), np.concatenate(faces)
 
     def unmask_array(self, rgb: np.ndarray, debug: bool = False) -> UnmaskResult:

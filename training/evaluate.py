@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from qmask.align import eyes_to_crop, grow_region, warp_to_crop
 from qmask.faces import FaceDetector, mesh_eyes
-from qmask.model import load_generator
+from qmask.model import load_generator, run_generator
 from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig
 from training.data import is_heldout
 from training.landmarks import list_images, load_landmarks
@@ -83,12 +83,9 @@ class Methods:
         self.config = config
 
     @staticmethod
-    @torch.inference_mode()
     def _run(generator: torch.nn.Module, crop: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        x = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1)
-        logits, face = generator(x)
-        out = face[0].add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
-        return (None if logits is None else torch.sigmoid(logits)[0, 0].numpy()), out
+        probs, faces = run_generator(generator, crop[None])
+        return (None if probs is None else probs[0]), faces[0]
 
     def __call__(
         self, masked: np.ndarray, mask: np.ndarray
