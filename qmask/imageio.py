@@ -74,6 +74,9 @@ def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
         raise NotAnImageError("the data is not an image (expected JPEG, PNG or WebP)") from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageTooLargeError(str(exc)) from exc
+    except (OSError, SyntaxError, EOFError, ValueError) as exc:
+        # A known signature followed by garbage fails while the header is read.
+        raise TruncatedImageError(f"the image data is truncated or corrupt ({exc})") from exc
     if image.format not in SUPPORTED_FORMATS:
         raise UnsupportedFormatError(f"{image.format} images are not supported; send JPEG, PNG or WebP")
     # Check the size from the header, before decoding any pixels (decompression bombs).

@@ -81,3 +81,9 @@ def test_png_with_alpha_and_grey_keep_their_mode():
         out = Image.open(io.BytesIO(encode(decoded, decoded.rgb)))
         assert out.mode == mode
         assert np.array_equal(np.asarray(out), array)
+
+
+def test_a_png_signature_followed_by_garbage_is_a_corrupt_image():
+    with pytest.raises(TruncatedImageError) as err:
+        decode(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    assert err.value.status == 400
