@@ -1,4 +1,4 @@
-# The README's two commands: `make run` and `make test`. Both set up .venv on first use.
+# The README's two commands: `make run` (the TorchServe API) and `make test`. Both set up .venv on first use.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,20 +6,38 @@ DATA ?= ../shared/data
 INPUT ?= $(DATA)/real-masked
 OUTPUT ?= out/unmasked
 
-.PHONY: setup run test lint bench landmarks train-cpu evaluate bench-frozen contact-sheet clean
+.PHONY: setup run cli mar serve stop bench-serve test lint bench landmarks train-cpu evaluate bench-frozen \
+	contact-sheet clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==26.3
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,serve]'
 	$(BIN)/python -m qmask.assets
 	touch $@
 
 setup: $(BIN)/.installed
 
-run: setup
+run: serve
+
+# The CLI on the real masked photos, no server involved.
+cli: setup
 	$(BIN)/qmask unmask $(INPUT) -o $(OUTPUT)
 	@echo "results in $(OUTPUT)/"
+
+# TorchServe: out/serve/model-store/qmask-VERSION.mar (version from the model card), then a local
+# server in the background on 127.0.0.1:8080-8082 (state and logs in out/serve/); `make stop` ends it.
+mar: setup
+	$(BIN)/python -m serve.archive
+
+serve: mar
+	$(BIN)/python -m serve.server start
+
+stop:
+	$(BIN)/python -m serve.server stop
+
+bench-serve: setup
+	$(BIN)/python -m serve.bench
 
 test: setup
 	$(BIN)/ruff check .
@@ -51,7 +69,7 @@ bench-frozen: setup
 	rm -rf out/bench && $(BIN)/qmask unmask $(DATA)/bench/lfw-synthetic/*_masked.png -o out/bench -q || true
 	$(BIN)/python ../shared/bench/score.py $(DATA)/bench/lfw-synthetic out/bench --json out/bench_score.json
 
-contact-sheet: run
+contact-sheet: cli
 	$(BIN)/python -m training.contact_sheet $(INPUT) $(OUTPUT) out/sheets/real
 
 clean:

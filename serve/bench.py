@@ -1,0 +1,114 @@
+"""Latency and throughput of a running TorchServe (`make serve` first).
+
+    python -m serve.bench [--requests 20] [--clients 1 4 16] [--photos ../shared/data/real-masked]
+
+For each number of concurrent clients, sends `--requests` photos (the real masked photos, in name
+order, round robin) as fast as the clients get answers, and prints the median and 95th-percentile
+latency and the photos answered per second. One request first warms the worker up. The loops are
+bounded and only ever talk to the given URL (loopback by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from qmask.imageio import FORMAT_BY_SUFFIX, SUPPORTED_FORMATS
+
+DEFAULT_URL = "http://127.0.0.1:8080/predictions/qmask"
+DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-masked"
+
+
+@dataclass
+class Level:
+    clients: int
+    latencies: list[float]  # seconds, of every answered request
+    statuses: list[int]  # HTTP status of each request, 0 when there was no answer
+    wall: float
+
+    def percentile(self, p: float) -> float:
+        """Nearest-rank percentile in milliseconds."""
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] * 1000 if ordered else math.nan
+
+
+def post(url: str, body: bytes, media_type: str, timeout: float = 120) -> int:
+    """The HTTP status of one photo's request; 0 when the server did not answer."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": media_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def run_level(url: str, photos: list[tuple[bytes, str]], clients: int, requests: int) -> Level:
+    """`requests` photos from `clients` threads, each sending its next photo once answered."""
+    counter = iter(range(requests))
+    lock = threading.Lock()
+    latencies: list[float] = []
+    statuses: list[int] = []
+
+    def client() -> None:
+        while True:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                return
+            body, media_type = photos[index % len(photos)]
+            start = time.perf_counter()
+            status = post(url, body, media_type)
+            elapsed = time.perf_counter() - start
+            with lock:
+                statuses.append(status)
+                if status:
+                    latencies.append(elapsed)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for _ in range(clients):
+            pool.submit(client)
+    return Level(clients, latencies, statuses, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of JPEG/PNG/WebP photos")
+    parser.add_argument("--requests", type=int, default=20, help="requests per level")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    args = parser.parse_args(argv)
+    files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in FORMAT_BY_SUFFIX)
+    if not files:
+        raise SystemExit(f"serve.bench: no photos in {args.photos}")
+    photos = [(p.read_bytes(), SUPPORTED_FORMATS[FORMAT_BY_SUFFIX[p.suffix.lower()]]) for p in files]
+    if post(args.url, *photos[0]) != 200:
+        raise SystemExit(f"serve.bench: {args.url} does not answer a photo; is the server up (make serve)?")
+    print(f"{args.url}, {args.requests} requests per level, photos from {args.photos}")
+    # A photo without a detectable face is answered too (422): it counts, and is listed.
+    print("| clients | p50 ms | p95 ms | photos/s | answers other than 200 |")
+    print("|---|---|---|---|---|")
+    for clients in args.clients:
+        level = run_level(args.url, photos, clients, args.requests)
+        rate = len(level.latencies) / level.wall
+        others = Counter(s for s in level.statuses if s != 200)
+        listed = ", ".join(f"{n}x {s or 'no answer'}" for s, n in sorted(others.items())) or "none"
+        p50, p95 = level.percentile(50), level.percentile(95)
+        print(f"| {clients} | {p50:.0f} | {p95:.0f} | {rate:.1f} | {listed} |")
+
+
+if __name__ == "__main__":
+    main()

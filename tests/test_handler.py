@@ -1,0 +1,255 @@
+"""The TorchServe handler in-process, without Java: a real .mar (tiny untrained generator) is built and
+unpacked, and requests reach the handler in the form TorchServe's worker gives them (`ts.service`)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from ts.context import Context
+from ts.service import Service
+
+from handlers.qmask_handler import QMaskHandler, choose_output
+from serve.archive import build_mar
+from tests.conftest import REAL_MASKED
+
+PHOTO = REAL_MASKED / "1003.png"  # one masked face, found by the detector
+VERSION = "9.9"
+
+
+def model_dir(tmp: Path, weights: Path) -> Path:
+    """A .mar built like `make mar` does, unpacked as TorchServe unpacks it for a worker."""
+    mar = build_mar(tmp / "store", VERSION, weights)
+    target = tmp / "model"
+    with zipfile.ZipFile(mar) as zf:
+        zf.extractall(target)
+    return target
+
+
+def make_context(directory: Path, gpu: int | None = None) -> Context:
+    manifest = json.loads((directory / "MAR-INF" / "MANIFEST.json").read_text())
+    return Context("qmask", str(directory), manifest, batch_size=8, gpu=gpu, mms_version="0.12.0")
+
+
+@pytest.fixture(scope="module")
+def unpacked(tmp_path_factory, tiny_generator) -> Path:
+    return model_dir(tmp_path_factory.mktemp("mar"), tiny_generator)
+
+
+@pytest.fixture(scope="module")
+def handler(unpacked) -> Iterator[QMaskHandler]:
+    handler = QMaskHandler()
+    handler.initialize(make_context(unpacked))
+    yield handler
+    handler.pipeline.close()
+
+
+def wire(
+    body: bytes,
+    content_type: str | None = "image/png",
+    accept: str | None = None,
+    field: str = "body",
+) -> dict:
+    """One request as the frontend sends it to the worker: headers, and the body (or a multipart
+    field) as a parameter carrying its own content type."""
+    headers = {"Accept": accept}
+    if field == "body":
+        headers["Content-Type"] = content_type
+    else:
+        headers["Content-Type"] = "multipart/form-data; boundary=x"
+    return {
+        "requestId": str(uuid.uuid4()).encode(),
+        "headers": [{"name": k.encode(), "value": v.encode()} for k, v in headers.items() if v is not None],
+        "parameters": [{"name": field, "contentType": content_type or "", "value": bytearray(body)}],
+    }
+
+
+def handle(handler: QMaskHandler, context: Context, *requests: dict) -> list[tuple[int, str, bytes]]:
+    """(status, content type, body) per request, after one handler call for the whole batch."""
+    headers, inputs, ids = Service.retrieve_data_for_inference(list(requests))
+    context.request_processor = headers
+    context.request_ids = ids
+    bodies = handler.handle(inputs, context)
+    assert len(bodies) == len(requests)
+    return [
+        (context.get_response_status(i)[0], context.get_response_content_type(i), body)
+        for i, body in enumerate(bodies)
+    ]
+
+
+@pytest.fixture
+def context(unpacked) -> Context:
+    return make_context(unpacked)
+
+
+def encoded(fmt: str, path: Path = PHOTO) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_photo_round_trip_keeps_size_and_type(handler, context):
+    for fmt, media_type in [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")]:
+        [(status, ctype, body)] = handle(handler, context, wire(encoded(fmt), media_type))
+        assert (status, ctype) == (200, media_type)
+        out = Image.open(io.BytesIO(body))
+        assert out.format == fmt
+        assert out.size == Image.open(PHOTO).size
+
+
+def test_accept_picks_the_output(handler, context):
+    png = PHOTO.read_bytes()
+    [(status, ctype, body)] = handle(handler, context, wire(png, accept="image/jpeg"))
+    assert (status, ctype, Image.open(io.BytesIO(body)).format) == (200, "image/jpeg", "JPEG")
+    [(status, ctype, body)] = handle(handler, context, wire(png, accept="application/json"))
+    assert (status, ctype) == (200, "application/json")
+    answer = json.loads(body)
+    assert set(answer) == {"faces", "image", "format", "model_version"}
+    assert answer["format"] == "image/png" and answer["model_version"] == VERSION
+    [face] = answer["faces"]
+    assert len(face["box"]) == 4 and 0 < face["score"] <= 1 and 0 <= face["mask_fraction"] <= 1
+    image = Image.open(io.BytesIO(base64.b64decode(answer["image"])))
+    assert (image.format, image.size) == ("PNG", Image.open(PHOTO).size)
+
+
+def test_multipart_field_and_sniffed_bytes(handler, context):
+    png = PHOTO.read_bytes()
+    answers = handle(
+        handler,
+        context,
+        wire(png, "image/png", field="data"),
+        wire(png, "application/octet-stream", field="data"),
+        wire(png, None),  # no Content-Type at all: the bytes say PNG
+    )
+    assert [(s, t) for s, t, _ in answers] == [(200, "image/png")] * 3
+
+
+def test_batch_answers_each_request_and_calls_the_generator_once(handler, context, monkeypatch):
+    calls = []
+    generate = handler.pipeline.generate
+
+    def counting(crops):
+        calls.append(len(crops))
+        return generate(crops)
+
+    monkeypatch.setattr(handler.pipeline, "generate", counting)
+    noface = io.BytesIO()
+    Image.new("RGB", (200, 200), (120, 60, 60)).save(noface, format="PNG")
+    answers = handle(
+        handler,
+        context,
+        wire(PHOTO.read_bytes()),
+        wire(b"not an image"),
+        wire(noface.getvalue()),
+        wire(encoded("JPEG", REAL_MASKED / "1237.png"), "image/jpeg", accept="application/json"),
+        wire(b"hello", "text/plain"),
+    )
+    assert [(s, t) for s, t, _ in answers] == [
+        (200, "image/png"),
+        (400, "application/json"),
+        (422, "application/json"),
+        (200, "application/json"),
+        (415, "application/json"),
+    ]
+    codes = [json.loads(answers[i][2])["code"] for i in (1, 2, 4)]
+    assert codes == ["not_an_image", "no_face", "unsupported_type"]
+    faces = len(json.loads(answers[3][2])["faces"])
+    assert calls == [1 + faces]  # both photos' faces in one generator call
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, format="PNG")  # a few KB whatever the size
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "code"),
+    [
+        (wire(b""), 400, "not_an_image"),
+        (wire(b"\x89PNG\r\n\x1a\n garbage"), 400, "truncated_image"),  # PIL raises a bare OSError
+        (wire(PHOTO.read_bytes()[:2000]), 400, "truncated_image"),
+        (wire(b"\xff\xd8" + bytes(25 * 2**20)), 413, "too_large"),
+        (wire(png_of_size(8000, 6000)), 413, "too_large"),  # 48 MP: over the pixel limit
+        (wire(png_of_size(20000, 20000)), 413, "too_large"),  # PIL's decompression-bomb guard
+        (wire(b"hello", "text/plain"), 415, "unsupported_type"),
+        (wire(b"{}", "application/json"), 415, "unsupported_type"),
+        (wire(b"GIF89a", "image/gif"), 415, "unsupported_type"),
+        (wire(encoded("GIF"), "application/octet-stream"), 415, "unsupported_type"),
+        (wire(encoded("GIF"), None, field="data"), 415, "unsupported_type"),
+        (wire(PHOTO.read_bytes(), field="photo"), 400, "not_an_image"),  # multipart without `data`
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_errors_are_json_with_status(handler, context, request_, status, code):
+    [(got_status, ctype, body)] = handle(handler, context, request_)
+    answer = json.loads(body)
+    assert (got_status, ctype, answer["code"]) == (status, "application/json", code)
+    assert set(answer) == {"code", "message"} and answer["message"]
+
+
+def test_form_fields_instead_of_a_photo_get_415(handler, context):
+    request_ = wire(b"", "application/x-www-form-urlencoded")
+    request_["parameters"] = [{"name": "x", "contentType": "", "value": bytearray(b"1")}]
+    [(status, _, body)] = handle(handler, context, request_)
+    assert (status, json.loads(body)["code"]) == (415, "unsupported_type")
+
+
+def test_unexpected_failure_stays_with_its_request(handler, context, monkeypatch):
+    import handlers.qmask_handler as module
+
+    encode = module.encode
+
+    def failing(decoded, rgb, fmt=None):
+        if decoded.format == "JPEG":
+            raise RuntimeError("a bug")
+        return encode(decoded, rgb, fmt)
+
+    monkeypatch.setattr(module, "encode", failing)
+    answers = handle(handler, context, wire(encoded("JPEG"), "image/jpeg"), wire(PHOTO.read_bytes()))
+    assert [s for s, _, _ in answers] == [500, 200]
+    assert json.loads(answers[0][2])["code"] == "internal_error"
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "image/jpeg"),
+        ("*/*", "image/jpeg"),
+        ("image/*", "image/jpeg"),
+        ("image/png", "image/png"),
+        ("image/webp, application/json;q=0.5", "image/webp"),
+        ("application/json", "application/json"),
+        ("application/json, */*;q=0.8", "application/json"),
+        ("text/html", "image/jpeg"),  # nothing we can make: the input's type
+        ("image/png;q=0, image/*", "image/jpeg"),
+    ],
+)
+def test_choose_output(accept, expected):
+    assert choose_output(accept or "", "image/jpeg") == expected
+
+
+def test_cpu_when_the_context_names_a_gpu_but_there_is_none(unpacked, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    handler = QMaskHandler()
+    handler.initialize(make_context(unpacked, gpu=0))
+    try:
+        assert handler.pipeline.device.type == "cpu"
+    finally:
+        handler.pipeline.close()
+
+
+def test_refuses_an_archive_of_another_model_file(tmp_path, tiny_generator):
+    directory = model_dir(tmp_path, tiny_generator)
+    (directory / "model.py").write_text("# another architecture\n")
+    with pytest.raises(RuntimeError, match="differs from the installed qmask"):
+        QMaskHandler().initialize(make_context(directory))

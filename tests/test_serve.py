@@ -1,0 +1,239 @@
+"""The HTTP contract against a real TorchServe (Java 17 needed), started once for this module on free
+ports with its own TMPDIR and logs, from archives built like `make mar` with the default model."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from serve.archive import build_mar, model_card_version
+from serve.manage import Management, ManagementError
+from serve.manage import main as manage_main
+from serve.server import CONFIG, Ports, launch, stop_group, wait_ready
+from tests.conftest import REAL_MASKED
+
+PHOTO = REAL_MASKED / "1003.png"  # one masked face, found by the detector
+VERSION = model_card_version()
+NEXT_VERSION = f"{int(VERSION.split('.')[0]) + 1}.0"
+
+
+@dataclass
+class Server:
+    ports: Ports
+    state: Path
+
+    def predict(
+        self,
+        body: bytes | None = None,
+        content_type: str | None = "image/png",
+        accept: str | None = None,
+        version: str | None = None,
+        **kwargs,
+    ) -> requests.Response:
+        headers = {k: v for k, v in {"Content-Type": content_type, "Accept": accept}.items() if v}
+        path = "/predictions/qmask" + (f"/{version}" if version else "")
+        return requests.post(
+            self.ports.url("inference") + path, data=body, headers=headers, timeout=120, **kwargs
+        )
+
+    def worker_pids(self, version: str = VERSION) -> list[int]:
+        description = requests.get(f"{self.ports.url('management')}/models/qmask/{version}", timeout=10)
+        return [w["pid"] for w in description.json()[0]["workers"] if w["status"] == "READY"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    if shutil.which("java") is None:
+        pytest.fail("TorchServe needs Java 17 on the PATH")
+    root = tmp_path_factory.mktemp("torchserve")
+    store = root / "model-store"
+    current = build_mar(store)
+    build_mar(store, NEXT_VERSION)
+    ports = Ports.free()
+    state = root / "state"
+    process = launch(state, ports, store, [f"qmask={current.name}"], foreground=True)
+    try:
+        try:
+            wait_ready(ports, lambda: process.poll() is None, timeout=300)
+        except (RuntimeError, TimeoutError) as exc:
+            log = (state / "torchserve.log").read_text(errors="replace")[-4000:]
+            pytest.fail(f"{exc}\n{log}")
+        yield Server(ports, state)
+    finally:
+        stop_group(process)
+
+
+def encoded(fmt: str, path: Path = PHOTO) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def image_of(response: requests.Response) -> Image.Image:
+    return Image.open(io.BytesIO(response.content))
+
+
+def test_ready_and_healthy(server):
+    assert requests.get(server.ports.url("inference") + "/ping", timeout=10).json() == {"status": "Healthy"}
+    assert server.worker_pids()
+
+
+@pytest.mark.parametrize(("fmt", "media_type"), [("PNG", "image/png"), ("JPEG", "image/jpeg")])
+def test_real_masked_photo_round_trip(server, fmt, media_type):
+    response = server.predict(encoded(fmt), media_type)
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == media_type
+    out = image_of(response)
+    assert (out.format, out.size) == (fmt, Image.open(PHOTO).size)
+    assert out.convert("RGB").tobytes() != Image.open(PHOTO).convert("RGB").tobytes()  # the mask was edited
+
+
+def test_accept_and_multipart(server):
+    response = server.predict(PHOTO.read_bytes(), accept="image/jpeg")
+    assert (response.status_code, response.headers["Content-Type"]) == (200, "image/jpeg")
+    assert image_of(response).format == "JPEG"
+    url = server.ports.url("inference") + "/predictions/qmask"
+    response = requests.post(url, files={"data": ("face.png", PHOTO.read_bytes(), "image/png")}, timeout=120)
+    assert (response.status_code, response.headers["Content-Type"]) == (200, "image/png")
+    # No Content-Type at all (requests sends none for raw bytes): the bytes say what they are.
+    response = server.predict(encoded("WEBP"), content_type=None)
+    assert (response.status_code, response.headers["Content-Type"]) == (200, "image/webp")
+
+
+def test_json_mode(server):
+    response = server.predict(PHOTO.read_bytes(), accept="application/json")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    answer = response.json()
+    assert answer["format"] == "image/png" and answer["model_version"] == VERSION
+    [face] = answer["faces"]
+    assert len(face["box"]) == 4 and 0 < face["score"] <= 1 and face["mask_fraction"] > 0.08
+    image = Image.open(io.BytesIO(base64.b64decode(answer["image"])))
+    assert (image.format, image.size) == ("PNG", Image.open(PHOTO).size)
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (width, height)).save(buffer, format="PNG")  # a few KB whatever the size
+    return buffer.getvalue()
+
+
+def no_face() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 200), (120, 60, 60)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+BAD_REQUESTS = {
+    "not_an_image": (b"this is not an image", "image/jpeg", 400),
+    "truncated": (PHOTO.read_bytes()[:2000], "image/png", 400),
+    "over_byte_limit": (b"\xff\xd8" + bytes(25 * 2**20), "image/jpeg", 413),
+    "over_pixel_limit": (png_of_size(8000, 6000), "image/png", 413),
+    "decompression_bomb": (png_of_size(20000, 20000), "image/png", 413),
+    "text_plain": (b"hello", "text/plain", 415),
+    "gif_type": (encoded("GIF"), "image/gif", 415),
+    "gif_sniffed": (encoded("GIF"), None, 415),
+    "no_face": (no_face(), "image/png", 422),
+}
+CODES = {400: {"not_an_image", "truncated_image"}, 413: {"too_large"}, 415: {"unsupported_type"}}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_errors_are_json_with_status(server, case):
+    body, content_type, status = BAD_REQUESTS[case]
+    response = server.predict(body, content_type)
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    answer = response.json()
+    assert set(answer) == {"code", "message"} and answer["message"]
+    assert answer["code"] in CODES.get(status, {"no_face"})
+
+
+def test_over_the_request_size_limit_the_frontend_answers_413(server):
+    # Past max_request_size (26 MiB) TorchServe refuses the body itself, before the handler.
+    response = server.predict(bytes(27 * 2**20), "image/jpeg")
+    assert response.status_code == 413
+
+
+def test_worker_survives_bad_input(server):
+    before = server.worker_pids()
+    for body, content_type, _ in BAD_REQUESTS.values():
+        server.predict(body, content_type)
+    assert server.predict(PHOTO.read_bytes()).status_code == 200
+    assert server.worker_pids() == before
+
+
+def test_concurrent_requests_each_get_their_answer(server):
+    cases = [
+        (PHOTO.read_bytes(), "image/png", None, 200, "image/png"),
+        (encoded("JPEG"), "image/jpeg", "application/json", 200, "application/json"),
+        (b"garbage", "image/png", None, 400, "application/json"),
+        (no_face(), "image/png", None, 422, "application/json"),
+    ] * 2
+    with ThreadPoolExecutor(len(cases)) as pool:
+        responses = list(pool.map(lambda c: server.predict(c[0], c[1], c[2]), cases))
+    got = [(r.status_code, r.headers["Content-Type"]) for r in responses]
+    assert got == [(c[3], c[4]) for c in cases]
+
+
+def test_photos_are_not_written_to_disk_or_logged(server):
+    # A marker after the PNG's end: PIL ignores it, and no file TorchServe writes may contain it.
+    marker = f"qmask-test-{uuid.uuid4()}".encode()
+    body = PHOTO.read_bytes() + marker
+    assert server.predict(body).status_code == 200
+    url = server.ports.url("inference") + "/predictions/qmask"
+    assert requests.post(url, files={"data": ("f.png", body, "image/png")}, timeout=120).status_code == 200
+    assert server.predict(body + bytes(100), "text/plain").status_code == 415
+    leaks = [p for p in server.state.rglob("*") if p.is_file() and marker in p.read_bytes()]
+    assert leaks == []
+
+
+def test_version_flow(server, capsys):
+    api = Management(server.ports.url("management"))
+    api.register(f"qmask-{NEXT_VERSION}.mar", workers=1)
+    api.set_default(NEXT_VERSION)
+    default = server.predict(PHOTO.read_bytes(), accept="application/json")
+    assert default.json()["model_version"] == NEXT_VERSION
+    explicit = server.predict(PHOTO.read_bytes(), accept="application/json", version=VERSION)
+    assert explicit.json()["model_version"] == VERSION
+    assert manage_main(["--url", api.url, "list"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing == [
+        f"  {VERSION}  qmask-{VERSION}.mar  batch 8  READY",
+        f"* {NEXT_VERSION}  qmask-{NEXT_VERSION}.mar  batch 8  READY",
+    ]
+    with pytest.raises(ManagementError, match="default version"):
+        api.unregister(NEXT_VERSION)
+    api.scale(NEXT_VERSION, 0)
+    assert [v["workers"] for v in api.versions()] == [["READY"], []]
+    api.set_default(VERSION)
+    api.unregister(NEXT_VERSION)
+    assert [(v["version"], v["default"]) for v in api.versions()] == [(VERSION, True)]
+    assert server.predict(PHOTO.read_bytes(), version=NEXT_VERSION).status_code == 404
+
+
+def test_prometheus_metrics(server):
+    assert server.predict(PHOTO.read_bytes()).status_code == 200
+    response = requests.get(server.ports.url("metrics") + "/metrics", timeout=10)
+    assert response.status_code == 200
+    assert 'ts_inference_requests_total{model_name="qmask"' in response.text
+    assert "# TYPE ts_inference_latency_microseconds counter" in response.text
+
+
+def test_management_api_stays_on_loopback():
+    settings = dict(
+        line.split("=", 1) for line in CONFIG.read_text().splitlines() if "=" in line and line[0] != "#"
+    )
+    assert settings["management_address"].startswith("http://127.0.0.1:")
+    assert settings["grpc_management_address"] == "127.0.0.1"
+    assert settings["disable_token_authorization"] == "true" and settings["enable_model_api"] == "true"
