@@ -12,7 +12,7 @@ OUTPUT ?= out/unmasked
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==26.3
-	$(BIN)/pip install --quiet -e '.[dev,serve]'
+	$(BIN)/pip install --quiet -e '.[dev,serve,frontend,deploy]'
 	$(BIN)/python -m qmask.assets
 	touch $@
 
