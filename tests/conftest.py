@@ -1,7 +1,9 @@
-"""Shared fixtures: the real data beside the repo (../shared/data) and one face detector."""
+"""Shared fixtures: the real data beside the repo (../shared/data), one face detector and one real
+TorchServe for the serving and frontend tests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 from PIL import Image
 
 from qmask.faces import FaceDetector
+from tests.torchserve_fixture import Server, torchserve
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -43,3 +46,11 @@ def tiny_generator(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
     save_generator(path, build_generator(config), config)
     return path
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[Server]:
+    """One TorchServe for the whole session: test_serve.py and test_frontend*.py share its start-up
+    (tests that change its model versions put them back)."""
+    with torchserve(tmp_path_factory.mktemp("torchserve")) as running:
+        yield running

@@ -1,76 +1,25 @@
-"""The HTTP contract against a real TorchServe (Java 17 needed), started once for this module on free
-ports with its own TMPDIR and logs, from archives built like `make mar` with the default model."""
+"""The HTTP contract against a real TorchServe (Java 17 needed): the `server` fixture of conftest.py,
+started once per session on free ports with its own TMPDIR and logs (tests/torchserve_fixture.py)."""
 
 from __future__ import annotations
 
 import base64
 import io
-import shutil
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 
-from serve.archive import build_mar, model_card_version
 from serve.manage import Management, ManagementError
 from serve.manage import main as manage_main
-from serve.server import CONFIG, Ports, launch, stop_group, wait_ready
+from serve.server import CONFIG
 from tests.conftest import REAL_MASKED
+from tests.torchserve_fixture import NEXT_VERSION, VERSION
 
 PHOTO = REAL_MASKED / "1003.png"  # one masked face, found by the detector
-VERSION = model_card_version()
-NEXT_VERSION = f"{int(VERSION.split('.')[0]) + 1}.0"
-
-
-@dataclass
-class Server:
-    ports: Ports
-    state: Path
-
-    def predict(
-        self,
-        body: bytes | None = None,
-        content_type: str | None = "image/png",
-        accept: str | None = None,
-        version: str | None = None,
-        **kwargs,
-    ) -> requests.Response:
-        headers = {k: v for k, v in {"Content-Type": content_type, "Accept": accept}.items() if v}
-        path = "/predictions/qmask" + (f"/{version}" if version else "")
-        return requests.post(
-            self.ports.url("inference") + path, data=body, headers=headers, timeout=120, **kwargs
-        )
-
-    def worker_pids(self, version: str = VERSION) -> list[int]:
-        description = requests.get(f"{self.ports.url('management')}/models/qmask/{version}", timeout=10)
-        return [w["pid"] for w in description.json()[0]["workers"] if w["status"] == "READY"]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    if shutil.which("java") is None:
-        pytest.fail("TorchServe needs Java 17 on the PATH")
-    root = tmp_path_factory.mktemp("torchserve")
-    store = root / "model-store"
-    current = build_mar(store)
-    build_mar(store, NEXT_VERSION)
-    ports = Ports.free()
-    state = root / "state"
-    process = launch(state, ports, store, [f"qmask={current.name}"], foreground=True)
-    try:
-        try:
-            wait_ready(ports, lambda: process.poll() is None, timeout=300)
-        except (RuntimeError, TimeoutError) as exc:
-            log = (state / "torchserve.log").read_text(errors="replace")[-4000:]
-            pytest.fail(f"{exc}\n{log}")
-        yield Server(ports, state)
-    finally:
-        stop_group(process)
 
 
 def encoded(fmt: str, path: Path = PHOTO) -> bytes:

@@ -1,0 +1,1 @@
+"""QMask's web page (Streamlit): `app.py` is the page, `client.py` talks to the TorchServe API."""

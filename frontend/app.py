@@ -1,0 +1,282 @@
+"""QMask's web page: upload masked photos (or take one), see and download them unmasked.
+
+Run from the repository root (`make run`, or `python -m streamlit run frontend/app.py`): the page
+holds no model, it sends each photo to TorchServe at `QMASK_API_URL` (frontend/client.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+import streamlit as st
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
+
+# `streamlit run frontend/app.py` puts frontend/ on sys.path, not the folder holding the `frontend`
+# package (`python -m streamlit`, as `make run` and the tests use it, has it already).
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from frontend.client import (  # noqa: E402
+    ApiError,
+    InternalError,
+    NoFace,
+    NotAnImage,
+    NotReady,
+    QMaskClient,
+    Result,
+    State,
+    Status,
+    TooLarge,
+    TooManyFaces,
+    TruncatedImage,
+    Unreachable,
+    UnsupportedType,
+)
+
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+# The server refuses more than 25 MiB; stopping bigger files here spares the upload.
+MAX_UPLOAD_MB = 25
+DOWNLOAD_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
+# Failures the next try may not have: not kept, so a rerun asks the server again.
+TRANSIENT = (Unreachable, NotReady, InternalError)
+# JPEG re-encoding moves every pixel a little; the replaced region differs by far more.
+REGION_THRESHOLD = 24
+EDITED_COLOUR = (0, 200, 90)
+UNEDITED_COLOUR = (255, 190, 0)
+REGION_COLOUR = (255, 0, 200)
+# Annotations are drawn on the result enlarged to at least this many pixels on its longer side.
+ANNOTATION_SIZE = 600
+
+MESSAGES: dict[type[ApiError], str] = {
+    NoFace: "No face was found in this photo. Faces that are small, turned away or in the dark are "
+    "hard to find: try a closer, frontal photo.",
+    TooManyFaces: "This photo has more faces than QMask edits at once (16). Crop it to fewer people.",
+    TooLarge: f"This photo is too large: at most {MAX_UPLOAD_MB} MB and 40 megapixels. Make it smaller.",
+    NotAnImage: "This file is not a picture QMask can read. Send a JPEG, PNG or WebP photo.",
+    TruncatedImage: "This picture is cut off or damaged. Save or export it again and retry.",
+    UnsupportedType: "This image format is not supported. Send a JPEG, PNG or WebP photo.",
+    Unreachable: "The QMask server cannot be reached. Check that it is running, then try again.",
+    NotReady: "The QMask server is up but its model is not ready (still loading, or busy). Try again "
+    "in a moment.",
+    InternalError: "The server failed on this photo. Try again; if it keeps failing, tell its operators.",
+}
+UNEXPECTED = "The server gave an answer this page does not understand. Try again later."
+
+
+@dataclass(frozen=True)
+class Photo:
+    name: str
+    data: bytes
+
+
+def api_url() -> str:
+    return os.environ.get("QMASK_API_URL", DEFAULT_API_URL)
+
+
+def client() -> QMaskClient:
+    """One client per browser session (its own connection pool), made again if the URL changed."""
+    url = api_url()
+    current = st.session_state.get("client")
+    if current is None or current.base_url != url.rstrip("/"):
+        current = st.session_state["client"] = QMaskClient(url)
+    return current
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def server_status(url: str) -> Status:
+    # Cached across sessions (it holds no photo) so reruns do not probe the server every time.
+    return QMaskClient(url).status()
+
+
+def show_status() -> None:
+    status = server_status(api_url())
+    version = st.session_state.get("model_version")
+    answered = f"model version {version} answered the last photo" if version else "no photo sent yet"
+    where = f"`{api_url()}`"
+    if status.state is State.READY:
+        st.success(f"Server and model ready at {where}; {answered}.", icon=":material/check_circle:")
+    elif status.state is State.NOT_READY:
+        message = f"Server up at {where}, model not ready yet: {status.detail}"
+        st.warning(message, icon=":material/hourglass_top:")
+    elif status.state is State.UNHEALTHY:
+        st.warning(f"Server at {where} is not healthy: {status.detail}", icon=":material/warning:")
+    else:
+        st.error(f"Server unreachable at {where}: photos cannot be unmasked now.", icon=":material/link_off:")
+
+
+def inputs(use_camera: bool) -> list[Photo]:
+    uploads = st.file_uploader(
+        "Photos with masked faces (JPEG, PNG or WebP)",
+        type=["jpg", "jpeg", "png", "webp"],
+        accept_multiple_files=True,
+        max_upload_size=MAX_UPLOAD_MB,
+    )
+    photos = [Photo(upload.name, upload.getvalue()) for upload in uploads or []]
+    if use_camera:
+        shot = st.camera_input("Take a photo")
+        if shot is not None:
+            photos.append(Photo("camera.jpg", shot.getvalue()))
+    return photos
+
+
+def unmask(photo: Photo) -> Result | ApiError:
+    """The server's answer for a photo, kept in this session so reruns (options, downloads) do not
+    send it again. Session state lives in memory and ends with the session, unlike st.cache_data,
+    which would share photos between visitors."""
+    key = (api_url(), hashlib.sha256(photo.data).hexdigest())
+    answers = st.session_state.setdefault("answers", {})
+    if key in answers:
+        return answers[key]
+    with st.spinner(f"Unmasking {photo.name}…"):
+        try:
+            answer: Result | ApiError = client().unmask(photo.data)
+        except ApiError as exc:
+            answer = exc
+    if isinstance(answer, Result):
+        st.session_state["model_version"] = answer.model_version
+    if not isinstance(answer, TRANSIENT):
+        answers[key] = answer
+    return answer
+
+
+def forget_others(photos: list[Photo]) -> None:
+    """Drop the answers for photos no longer on the page: nothing outlives its upload."""
+    keep = {(api_url(), hashlib.sha256(p.data).hexdigest()) for p in photos}
+    answers = st.session_state.get("answers", {})
+    for key in set(answers) - keep:
+        del answers[key]
+
+
+def open_image(data: bytes) -> Image.Image:
+    # Upright, as the server decodes it (EXIF orientation applied), so both sides line up.
+    return ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+
+
+def annotate(before: Image.Image, after: Image.Image, result: Result) -> Image.Image:
+    """The result with the replaced region outlined and each face's box, score and mask share; small
+    photos are enlarged first so that lines and labels stay legible."""
+    out = after.convert("RGB")
+    scale = max(1.0, ANNOTATION_SIZE / max(out.size))
+    size = (round(out.width * scale), round(out.height * scale))
+    region = None
+    if before.size == out.size:
+        # The server keeps every pixel outside the region it replaced, so the region is what changed;
+        # the median filter drops isolated pixels that only crossed the threshold by noise.
+        diff = ImageChops.difference(before.convert("RGB"), out).split()
+        changed = ImageChops.lighter(ImageChops.lighter(diff[0], diff[1]), diff[2])
+        region = changed.point(lambda v: 255 if v > REGION_THRESHOLD else 0)
+        region = region.filter(ImageFilter.MedianFilter(5))
+        region = region.resize(size, Image.Resampling.BILINEAR).point(lambda v: 255 if v > 127 else 0)
+    out = out.resize(size, Image.Resampling.LANCZOS)
+    line = max(2, round(max(size) / 200))
+    if region is not None:
+        # An outline, not a fill: the generated face inside it is what people want to look at.
+        edge = ImageChops.subtract(region.filter(ImageFilter.MaxFilter(2 * (line // 2) + 1)), region)
+        out.paste(REGION_COLOUR, mask=edge)
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default(size=max(12, round(max(size) / 26)))
+    for face in result.faces:
+        colour = EDITED_COLOUR if face.edited else UNEDITED_COLOUR
+        # Boxes of faces cut by the photo's border reach outside it: keep them (and labels) inside.
+        x0, y0 = max(0, face.box[0] * scale), max(0, face.box[1] * scale)
+        x1, y1 = min(size[0] - 1, face.box[2] * scale), min(size[1] - 1, face.box[3] * scale)
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
+        label = f"face {face.score:.2f}, mask {face.mask_fraction:.0%}"
+        corner = (x0 + 2 * line, y0 + 2 * line)
+        draw.text(corner, label, fill=colour, font=font, stroke_width=2, stroke_fill="black")
+    return out
+
+
+def encode_as(result: Result, image: Image.Image, kind: str) -> bytes:
+    """The result in the chosen download format; the server's own bytes when they already are."""
+    if DOWNLOAD_TYPES[kind] == result.media_type:
+        return result.image
+    buffer = io.BytesIO()
+    if kind == "JPEG":
+        # JPEG has no transparency: flatten onto white rather than let transparent pixels turn black.
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, "white")
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        flat.save(buffer, format="JPEG", quality=95, icc_profile=image.info.get("icc_profile"))
+    else:
+        image.save(buffer, format="PNG", icc_profile=image.info.get("icc_profile"))
+    return buffer.getvalue()
+
+
+def faces_summary(result: Result) -> str:
+    edited = sum(face.edited for face in result.faces)
+    found = len(result.faces)
+    return f"{found} face{'s' * (found != 1)} found, {edited} unmasked (model {result.model_version})"
+
+
+def show_error(photo: Photo, error: ApiError) -> None:
+    st.error(f"**{photo.name}**: {MESSAGES.get(type(error), UNEXPECTED)}")
+    # The server's own words help when reporting a problem; a connection failure has none.
+    if not isinstance(error, Unreachable):
+        st.caption(f"Server: {error.message}")
+
+
+def show_result(photo: Photo, result: Result, show_faces: bool, kind: str, index: int) -> None:
+    before, after = open_image(photo.data), Image.open(io.BytesIO(result.image))
+    st.caption(faces_summary(result))
+    left, right = st.columns(2)
+    left.image(before, caption="Before", width="stretch")
+    right.image(annotate(before, after, result) if show_faces else after, caption="After", width="stretch")
+    stem = PurePath(photo.name).stem
+    st.download_button(
+        f"Download {kind}",
+        encode_as(result, after, kind),
+        file_name=f"{stem}_unmasked.{kind.lower().replace('jpeg', 'jpg')}",
+        mime=DOWNLOAD_TYPES[kind],
+        key=f"download-{index}",
+        on_click="ignore",  # a download changes nothing on the page
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="QMask", page_icon=":material/face:", layout="centered")
+    with st.sidebar:
+        st.header("Server")
+        # Filled last, so it names the model version that answered this run's photos.
+        status_slot = st.empty()
+        st.header("Options")
+        show_faces = st.toggle("Show detected faces and mask regions")
+        kind = st.radio("Download as", list(DOWNLOAD_TYPES), horizontal=True)
+        use_camera = st.toggle("Take a photo with the camera")
+    st.title("QMask")
+    st.write("Upload photos of people wearing face masks: each mask is replaced by a generated lower face.")
+    st.caption(
+        ":material/lock: Privacy: photos are processed in memory and not stored, neither by this page "
+        "nor by the server; they are gone when you leave the page."
+    )
+    photos = inputs(use_camera)
+    forget_others(photos)
+    gallery_slot = st.empty()
+    results = []
+    for index, photo in enumerate(photos):
+        with st.container(border=True):
+            st.subheader(photo.name)
+            answer = unmask(photo)
+            if isinstance(answer, ApiError):
+                show_error(photo, answer)
+                continue
+            results.append((photo, answer))
+            try:
+                show_result(photo, answer, show_faces, kind, index)
+            except Exception:  # the page must never show a traceback; the photo alone is at fault
+                st.error(f"**{photo.name}**: this photo could not be shown. Try another format.")
+    if len(results) > 1:
+        with gallery_slot.container():
+            st.subheader("Gallery")
+            st.image([r.image for _, r in results], caption=[p.name for p, _ in results], width=180)
+    with status_slot.container():
+        show_status()
+
+
+main()

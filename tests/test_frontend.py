@@ -1,0 +1,250 @@
+"""The web page (frontend/) against the real TorchServe of conftest.py and with no server at all:
+Streamlit's AppTest for the page's logic, and one end-to-end run in Debian's chromium (Playwright)."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+from playwright.sync_api import expect, sync_playwright
+from streamlit.testing.v1 import AppTest
+
+from frontend import client
+from frontend.run import APP, REPO, page_ready, streamlit_command
+from tests.conftest import REAL_MASKED
+from tests.torchserve_fixture import VERSION
+
+PHOTO = REAL_MASKED / "1003.png"  # one masked face, found by the detector
+OTHER = REAL_MASKED / "1008.png"
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = REPO / "out" / "screenshots" / "frontend.png"
+# A prediction on a busy 2-core CPU takes seconds; AppTest's default is 3 s per run.
+RUN_TIMEOUT = 120
+
+
+def encoded(fmt: str, image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def api_url(server, monkeypatch) -> str:
+    url = server.ports.url("inference")
+    monkeypatch.setenv("QMASK_API_URL", url)
+    return url
+
+
+@pytest.fixture
+def page(api_url) -> AppTest:
+    return AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT).run()
+
+
+def texts(elements) -> str:
+    return "\n".join(element.value for element in elements)
+
+
+def test_status_line_and_privacy_note(api_url, page):
+    assert not page.exception
+    assert f"Server and model ready at `{api_url}`" in texts(page.success)
+    assert "processed in memory and not stored" in texts(page.caption)
+    assert page.file_uploader[0].accept_multiple_files
+    assert set(page.file_uploader[0].allowed_type) >= {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def test_uploads_are_unmasked_side_by_side_with_downloads(api_url, page):
+    page.file_uploader[0].set_value(
+        [
+            ("face.png", PHOTO.read_bytes(), "image/png"),
+            ("other.jpg", encoded("JPEG", Image.open(OTHER).convert("RGB")), "image/jpeg"),
+        ]
+    ).run()
+    assert not page.exception and not page.error
+    assert [h.value for h in page.subheader] == ["Gallery", "face.png", "other.jpg"]
+    # The gallery (two results), then before and after for each photo.
+    assert [img.captions for img in page.image] == [
+        ["face.png", "other.jpg"],
+        ["Before"],
+        ["After"],
+        ["Before"],
+        ["After"],
+    ]
+    assert [b.label for b in page.download_button] == ["Download PNG", "Download PNG"]
+    assert "1 face found, 1 unmasked" in texts(page.caption)
+    assert f"model version {VERSION} answered the last photo" in texts(page.success)
+    # Options rerun the page without sending the photos again: the answers are kept per session.
+    page.radio[0].set_value("JPEG")
+    page.toggle[0].set_value(True).run(timeout=10)
+    assert [b.label for b in page.download_button] == ["Download JPEG", "Download JPEG"]
+    assert not page.exception and not page.error
+
+
+def test_camera_photo(api_url, page):
+    camera_toggle = next(t for t in page.toggle if "camera" in t.label)
+    camera_toggle.set_value(True).run()
+    shot = encoded("JPEG", Image.open(PHOTO).convert("RGB"))
+    page.camera_input[0].set_value(("shot.jpg", shot, "image/jpeg")).run()
+    assert not page.exception and not page.error
+    assert [h.value for h in page.subheader] == ["camera.jpg"]
+    assert [img.captions for img in page.image] == [["Before"], ["After"]]
+
+
+def test_every_api_failure_has_a_clear_message(api_url, page):
+    no_face = encoded("PNG", Image.new("RGB", (200, 200), (120, 60, 60)))
+    huge = encoded("PNG", Image.new("1", (8000, 6000)))  # 48 MP in a few KB: refused from the header
+    gif = encoded("GIF", Image.open(PHOTO).convert("RGB"))
+    page.file_uploader[0].set_value(
+        [
+            ("notes.png", b"this is not an image", "image/png"),
+            ("cut.png", PHOTO.read_bytes()[:2000], "image/png"),
+            ("empty.png", no_face, "image/png"),
+            ("huge.png", huge, "image/png"),
+            ("animated.png", gif, "image/png"),
+        ]
+    ).run()
+    assert not page.exception
+    errors = [e.value for e in page.error]
+    assert len(errors) == 5
+    assert "**notes.png**: This file is not a picture" in errors[0]
+    assert "**cut.png**: This picture is cut off or damaged" in errors[1]
+    assert "**empty.png**: No face was found" in errors[2]
+    assert "**huge.png**: This photo is too large" in errors[3]
+    assert "**animated.png**: This image format is not supported" in errors[4]
+    assert not page.image and not page.download_button
+
+
+def test_server_down(monkeypatch):
+    monkeypatch.setenv("QMASK_API_URL", f"http://127.0.0.1:{free_port()}")
+    page = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT).run()
+    assert "Server unreachable" in texts(page.error)
+    page.file_uploader[0].set_value(("face.png", PHOTO.read_bytes(), "image/png")).run()
+    assert not page.exception
+    assert "**face.png**: The QMask server cannot be reached" in texts(page.error)
+    assert not page.image
+
+
+def response(status: int, body: object) -> requests.Response:
+    answer = requests.Response()
+    answer.status_code = status
+    answer._content = json.dumps(body).encode()
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (400, {"code": "not_an_image", "message": "m"}, client.NotAnImage),
+        (400, {"code": "truncated_image", "message": "m"}, client.TruncatedImage),
+        (413, {"code": "too_large", "message": "m"}, client.TooLarge),
+        (415, {"code": "unsupported_type", "message": "m"}, client.UnsupportedType),
+        (422, {"code": "no_face", "message": "m"}, client.NoFace),
+        (422, {"code": "too_many_faces", "message": "m"}, client.TooManyFaces),
+        (500, {"code": "internal_error", "message": "m"}, client.InternalError),
+        # TorchServe's own answers, before the handler.
+        (413, {"code": 413, "type": "TooLongFrameException", "message": "m"}, client.TooLarge),
+        (503, {"code": 503, "type": "ServiceUnavailableException", "message": "m"}, client.NotReady),
+        (404, {"code": 404, "type": "ModelNotFoundException", "message": "m"}, client.NotReady),
+        (502, "<html>bad gateway</html>", client.InternalError),
+        (418, {}, client.UnexpectedResponse),
+    ],
+)
+def test_one_exception_type_per_error(status, body, error):
+    exc = client.error_from_response(response(status, body))
+    assert type(exc) is error and exc.status == status and exc.message
+
+
+def test_client_against_the_server(server):
+    api = client.QMaskClient(server.ports.url("inference"))
+    assert api.status().state is client.State.READY
+    result = api.unmask(PHOTO.read_bytes())
+    assert (result.media_type, result.model_version) == ("image/png", VERSION)
+    assert [f.edited for f in result.faces] == [True]
+    assert Image.open(io.BytesIO(result.image)).size == Image.open(PHOTO).size
+    with pytest.raises(client.NotAnImage):
+        api.unmask(b"not a photo")
+
+
+def test_client_retries_connection_errors_only():
+    # Nothing listens: the connection is refused, retried twice with back-off, then reported.
+    api = client.QMaskClient(f"http://127.0.0.1:{free_port()}")
+    start = time.monotonic()
+    with pytest.raises(client.Unreachable):
+        api.unmask(PHOTO.read_bytes())
+    assert time.monotonic() - start >= 0.25  # the back-off ran
+    assert api.status().state is client.State.UNREACHABLE
+    assert client.CONNECT_RETRIES.read == 0 and client.CONNECT_RETRIES.status == 0
+
+
+@pytest.fixture
+def running_page(api_url) -> Iterator[str]:
+    """The page served by `streamlit run` on a free port, as `make run` starts it."""
+    port = free_port()
+    process = subprocess.Popen(
+        streamlit_command(port),
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not page_ready(url):
+            assert process.poll() is None and time.monotonic() < deadline, "streamlit did not start"
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_browser_end_to_end(running_page):
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--headless",
+                "--no-sandbox",  # CI runs as root
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
+        try:
+            tab = browser.new_page(viewport={"width": 1280, "height": 960})
+            tab.goto(running_page)
+            expect(tab.get_by_text("Server and model ready")).to_be_visible(timeout=30_000)
+            tab.locator("input[type=file]").set_input_files(PHOTO)
+            after = tab.locator('[data-testid="stImage"]', has_text="After").locator("img")
+            expect(after).to_be_visible(timeout=RUN_TIMEOUT * 1000)
+            tab.get_by_text("Show detected faces and mask regions").click()
+            expect(tab.get_by_text("1 face found, 1 unmasked")).to_be_visible()
+            expect(tab.get_by_role("button", name="Download PNG")).to_be_visible()
+            # Wait for the annotated image of the rerun to load, then check it really decoded.
+            tab.wait_for_load_state("networkidle")
+            after.evaluate("img => img.decode()")
+            assert after.evaluate("img => img.complete && img.naturalWidth > 0")
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            tab.screenshot(path=str(SCREENSHOT))
+        finally:
+            browser.close()
+    assert Image.open(SCREENSHOT).size == (1280, 960)
