@@ -1,4 +1,5 @@
-# The README's two commands: `make run` (the TorchServe API) and `make test`. Both set up .venv on first use.
+# The README's two commands: `make run` (the TorchServe API and the web page) and `make test`. Both set up
+# .venv on first use.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ INPUT ?= $(DATA)/real-masked
 OUTPUT ?= out/unmasked
 
 .PHONY: setup run cli mar serve stop bench-serve test lint bench landmarks train-cpu evaluate bench-frozen \
-	contact-sheet clean
+	contact-sheet clean k8s-validate lint-docker images
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,7 +19,10 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# TorchServe (below), then the web page on http://127.0.0.1:8501 (state and log in out/frontend/);
+# `make stop` ends both.
 run: serve
+	$(BIN)/python -m frontend.run start
 
 # The CLI on the real masked photos, no server involved.
 cli: setup
@@ -34,6 +38,7 @@ serve: mar
 	$(BIN)/python -m serve.server start
 
 stop:
+	$(BIN)/python -m frontend.run stop
 	$(BIN)/python -m serve.server stop
 
 bench-serve: setup
@@ -74,3 +79,24 @@ contact-sheet: cli
 
 clean:
 	rm -rf $(VENV) qmask/assets out
+
+# Kubernetes and containers (README, "Running on Kubernetes"): offline checks of k8s/ and the
+# Dockerfiles (also part of `make test`), and the two images with docker or podman.
+K8S_VERSION ?= 1.32.0
+ENGINE ?= docker
+IMAGE_PREFIX ?= qmask
+IMAGE_TAG ?= 0.1.0
+
+k8s-validate: setup
+	for overlay in gpu cpu; do \
+	  kubectl kustomize k8s/overlays/$$overlay | $(BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) - \
+	    || exit 1; done
+	$(BIN)/kubernetes-validate --strict --quiet -k $(K8S_VERSION) k8s/*.yaml
+
+lint-docker: setup
+	$(BIN)/hadolint Dockerfile.serve Dockerfile.frontend
+
+images:
+	$(ENGINE) build -f Dockerfile.serve -t $(IMAGE_PREFIX)-serve:$(IMAGE_TAG)-cuda .
+	$(ENGINE) build -f Dockerfile.serve --build-arg TORCH=cpu -t $(IMAGE_PREFIX)-serve:$(IMAGE_TAG)-cpu .
+	$(ENGINE) build -f Dockerfile.frontend -t $(IMAGE_PREFIX)-frontend:$(IMAGE_TAG) .
