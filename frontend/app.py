@@ -1,4 +1,4 @@
-"""QMask's web page: upload masked photos (or take one), see and download them unmasked.
+"""QMask's web page: upload masked photos or clips (or take a photo), see and download them unmasked.
 
 Run from the repository root (`make run`, or `python -m streamlit run frontend/app.py`): the page
 holds no model, it sends each photo to TorchServe at `QMASK_API_URL` (frontend/client.py).
@@ -10,6 +10,8 @@ import hashlib
 import io
 import os
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -23,10 +25,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from frontend.client import (  # noqa: E402
+    VIDEO_TYPES,
     ApiError,
     InternalError,
     NoFace,
     NotAnImage,
+    NotAVideo,
     NotReady,
     QMaskClient,
     Result,
@@ -35,6 +39,7 @@ from frontend.client import (  # noqa: E402
     TooLarge,
     TooManyFaces,
     TruncatedImage,
+    TruncatedVideo,
     Unreachable,
     UnsupportedType,
 )
@@ -66,13 +71,29 @@ MESSAGES: dict[type[ApiError], str] = {
     "in a moment.",
     InternalError: "The server failed on this photo. Try again; if it keeps failing, tell its operators.",
 }
+MESSAGES[NotAVideo] = "This file is not a video QMask can read. Send an MP4, QuickTime or WebM clip."
+MESSAGES[TruncatedVideo] = "This clip is cut off or damaged. Save or export it again and retry."
+# Where a clip needs other words than a photo.
+VIDEO_MESSAGES: dict[type[ApiError], str] = {
+    TooLarge: f"This clip is too large: at most 30 seconds, 1920x1080 and {MAX_UPLOAD_MB} MB. Trim or "
+    "shrink it.",
+    NoFace: "No face was found in any frame of this clip. Try a clip with closer, frontal faces.",
+    InternalError: "The server failed on this clip (a long clip can run out of time on a busy server). "
+    "Try a shorter one; if it keeps failing, tell its operators.",
+}
 UNEXPECTED = "The server gave an answer this page does not understand. Try again later."
 
 
 @dataclass(frozen=True)
 class Photo:
+    """An upload: a photo or, by its suffix, a video clip."""
+
     name: str
     data: bytes
+
+    @property
+    def video_type(self) -> str | None:
+        return VIDEO_TYPES.get(PurePath(self.name).suffix.lower())
 
 
 def api_url() -> str:
@@ -112,8 +133,8 @@ def show_status() -> None:
 
 def inputs(use_camera: bool) -> list[Photo]:
     uploads = st.file_uploader(
-        "Photos with masked faces (JPEG, PNG or WebP)",
-        type=["jpg", "jpeg", "png", "webp"],
+        "Photos or clips with masked faces (JPEG, PNG, WebP; MP4, MOV, WebM up to 30 s)",
+        type=["jpg", "jpeg", "png", "webp", *(suffix.lstrip(".") for suffix in VIDEO_TYPES)],
         accept_multiple_files=True,
         max_upload_size=MAX_UPLOAD_MB,
     )
@@ -125,17 +146,36 @@ def inputs(use_camera: bool) -> list[Photo]:
     return photos
 
 
-def unmask(photo: Photo) -> Result | ApiError:
-    """The server's answer for a photo, kept in this session so reruns (options, downloads) do not
-    send it again. Session state lives in memory and ends with the session, unlike st.cache_data,
-    which would share photos between visitors."""
+def unmask_clip(photo: Photo, media_type: str) -> bytes:
+    """The unmasked clip; the server answers only when done, so progress is the time so far."""
+    line = st.empty()
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(client().unmask_video, photo.data, media_type)
+        while not future.done():
+            line.info(
+                f"Unmasking every frame of {photo.name} on the server: {time.monotonic() - start:.0f} s "
+                "so far (a few frames per second on a CPU server)…",
+                icon=":material/movie:",
+            )
+            time.sleep(0.5)
+    line.empty()
+    return future.result()
+
+
+def unmask(photo: Photo) -> Result | bytes | ApiError:
+    """The server's answer for a photo (a Result) or a clip (its MP4 bytes), kept in this session so
+    reruns (options, downloads) do not send it again. Session state lives in memory and ends with
+    the session, unlike st.cache_data, which would share photos between visitors."""
     key = (api_url(), hashlib.sha256(photo.data).hexdigest())
     answers = st.session_state.setdefault("answers", {})
     if key in answers:
         return answers[key]
     with st.spinner(f"Unmasking {photo.name}…"):
         try:
-            answer: Result | ApiError = client().unmask(photo.data)
+            answer: Result | bytes | ApiError = (
+                unmask_clip(photo, photo.video_type) if photo.video_type else client().unmask(photo.data)
+            )
         except ApiError as exc:
             answer = exc
     if isinstance(answer, Result):
@@ -216,7 +256,8 @@ def faces_summary(result: Result) -> str:
 
 
 def show_error(photo: Photo, error: ApiError) -> None:
-    st.error(f"**{photo.name}**: {MESSAGES.get(type(error), UNEXPECTED)}")
+    messages = {**MESSAGES, **VIDEO_MESSAGES} if photo.video_type else MESSAGES
+    st.error(f"**{photo.name}**: {messages.get(type(error), UNEXPECTED)}")
     # The server's own words help when reporting a problem; a connection failure has none.
     if not isinstance(error, Unreachable):
         st.caption(f"Server: {error.message}")
@@ -239,6 +280,24 @@ def show_result(photo: Photo, result: Result, show_faces: bool, kind: str, index
     )
 
 
+def show_clip(photo: Photo, clip: bytes, index: int) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.caption("Before")
+        st.video(photo.data, format=photo.video_type)
+    with right:
+        st.caption("After")
+        st.video(clip, format="video/mp4")
+    st.download_button(
+        "Download MP4",
+        clip,
+        file_name=f"{PurePath(photo.name).stem}_unmasked.mp4",
+        mime="video/mp4",
+        key=f"download-{index}",
+        on_click="ignore",
+    )
+
+
 def main() -> None:
     st.set_page_config(page_title="QMask", page_icon=":material/face:", layout="centered")
     with st.sidebar:
@@ -250,10 +309,13 @@ def main() -> None:
         kind = st.radio("Download as", list(DOWNLOAD_TYPES), horizontal=True)
         use_camera = st.toggle("Take a photo with the camera")
     st.title("QMask")
-    st.write("Upload photos of people wearing face masks: each mask is replaced by a generated lower face.")
+    st.write(
+        "Upload photos or short clips of people wearing face masks: each mask is replaced by a generated "
+        "lower face (in clips, in every frame, with the sound kept)."
+    )
     st.caption(
-        ":material/lock: Privacy: photos are processed in memory and not stored, neither by this page "
-        "nor by the server; they are gone when you leave the page."
+        ":material/lock: Privacy: photos and clips are processed in memory and not stored, neither by this "
+        "page nor by the server; they are gone when you leave the page."
     )
     photos = inputs(use_camera)
     forget_others(photos)
@@ -265,6 +327,9 @@ def main() -> None:
             answer = unmask(photo)
             if isinstance(answer, ApiError):
                 show_error(photo, answer)
+                continue
+            if isinstance(answer, bytes):
+                show_clip(photo, answer, index)
                 continue
             results.append((photo, answer))
             try:

@@ -19,6 +19,10 @@ MODEL = "qmask"
 # (connect, read) seconds: a dead address fails fast, a busy CPU server gets time to answer.
 PREDICT_TIMEOUT = (3.05, 120.0)
 STATUS_TIMEOUT = (3.05, 10.0)
+# A clip is every frame of it: minutes on a CPU server.
+VIDEO_TIMEOUT = (3.05, 900.0)
+# What the page sends clips as, by file suffix; the answer is always MP4.
+VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm"}
 # Connection errors happen before the server has seen a request, so retrying them (POST included)
 # never runs a photo twice; read errors, timeouts and error statuses are not retried.
 CONNECT_RETRIES = Retry(total=2, connect=2, read=0, redirect=0, status=0, other=0, backoff_factor=0.25)
@@ -52,6 +56,14 @@ class UnsupportedType(ApiError):
     """415 unsupported_type: an image format other than JPEG, PNG or WebP."""
 
 
+class NotAVideo(ApiError):
+    """400 not_a_video: the bytes sent as a clip are not one."""
+
+
+class TruncatedVideo(ApiError):
+    """400 truncated_video: the clip is cut off or corrupt."""
+
+
 class NoFace(ApiError):
     """422 no_face: the detector found no face."""
 
@@ -82,6 +94,8 @@ ERRORS_BY_CODE: dict[str, type[ApiError]] = {
     "truncated_image": TruncatedImage,
     "too_large": TooLarge,
     "unsupported_type": UnsupportedType,
+    "not_a_video": NotAVideo,
+    "truncated_video": TruncatedVideo,
     "no_face": NoFace,
     "too_many_faces": TooManyFaces,
     "internal_error": InternalError,
@@ -178,6 +192,16 @@ class QMaskClient:
             )
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
             raise UnexpectedResponse("the server's answer could not be read", 200) from exc
+
+    def unmask_video(self, clip: bytes, media_type: str) -> bytes:
+        """The unmasked clip (MP4, with the input's sound); raises an `ApiError`."""
+        headers = {"Content-Type": media_type, "Accept": "video/mp4"}
+        response = self._request("POST", f"/predictions/{MODEL}", VIDEO_TIMEOUT, data=clip, headers=headers)
+        if response.status_code != 200:
+            raise error_from_response(response)
+        if not response.headers.get("Content-Type", "").startswith("video/mp4"):
+            raise UnexpectedResponse("the server did not answer with a video", 200)
+        return response.content
 
     def status(self) -> Status:
         """Whether the server is up and the model answers; never raises."""

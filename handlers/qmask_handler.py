@@ -7,7 +7,9 @@ weights and the environment carries code (see README, "Serving").
 
 Contract (README, "Serving"): the photo is the request body (Content-Type image/jpeg, image/png or
 image/webp; none at all or application/octet-stream means "look at the bytes") or the multipart field
-`data`. The answer is the unmasked photo in the input's format, another one if `Accept` asks for
+`data`. A clip (video/mp4, video/quicktime or video/webm, or sniffed bytes that are one) is answered
+with the unmasked clip as video/mp4 (README, "Video"), within `VIDEO_CONFIG`'s limits (413 beyond).
+For a photo, the answer is the unmasked photo in the input's format, another one if `Accept` asks for
 image/png, image/jpeg or image/webp, or JSON with the faces and the base64 photo for
 `Accept: application/json`. Errors are JSON `{"code": ..., "message": ...}` with the status of the
 `ImageError` raised (400, 413, 415, 422). Every request of a TorchServe batch gets its own answer, so
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import logging
 import time
@@ -39,14 +42,24 @@ from qmask.imageio import (
     encode,
 )
 from qmask.pipeline import FaceResult, PipelineConfig, UnmaskPipeline
+from qmask.video import (
+    OUTPUT_MEDIA_TYPE,
+    VIDEO_MEDIA_TYPES,
+    VideoConfig,
+    VideoLimits,
+    looks_like_video,
+    unmask_video,
+)
 
 logger = logging.getLogger(__name__)
 
 JSON_TYPE = "application/json"
 # Declared types that say nothing about the format: the bytes decide (PIL sniffs them).
-SNIFFED_TYPES = {"", "application/octet-stream"}
+SNIFFED_TYPES = ("", "application/octet-stream")
 # The multipart field that carries the photo; TorchServe names a raw body "body".
 FORM_FIELD = "data"
+# Clips: at most 30 s, 1920x1080 (either way up) and 25 MiB; the defaults of VideoLimits.
+VIDEO_CONFIG = VideoConfig(limits=VideoLimits())
 
 
 def _sha256(path: Path) -> str:
@@ -62,8 +75,9 @@ def _header(context: Context, idx: int, name: str) -> str:
     return ""
 
 
-def _payload(item: dict, context: Context, idx: int) -> bytes:
-    """The photo's bytes from a raw body or the multipart field `data`, after the type check."""
+def _payload(item: dict, context: Context, idx: int) -> tuple[bytes, bool]:
+    """The upload's bytes from a raw body or the multipart field `data`, after the type check, and
+    whether it is a clip (declared so, or undeclared bytes of a video container)."""
     field = FORM_FIELD if FORM_FIELD in item else "body" if "body" in item else None
     if field is None:
         # TorchServe turned the body into form fields: it was sent as a form (curl --data-binary
@@ -79,13 +93,15 @@ def _payload(item: dict, context: Context, idx: int) -> bytes:
     # A request header named like the field replaces the part's entry: then the bytes decide.
     declared = (part.get("content-type") or "") if isinstance(part, dict) else ""
     declared = declared.split(";")[0].strip().lower()
-    if declared not in FORMAT_BY_MEDIA_TYPE and declared not in SNIFFED_TYPES:
+    if declared not in FORMAT_BY_MEDIA_TYPE and declared not in SNIFFED_TYPES + VIDEO_MEDIA_TYPES:
         raise UnsupportedFormatError(
-            f"Content-Type {declared} is not supported; send image/jpeg, image/png or image/webp"
+            f"Content-Type {declared} is not supported; send image/jpeg, image/png or image/webp, "
+            "or video/mp4, video/quicktime or video/webm"
         )
     # Bytes: decode_input_request=false, and the JSON and text bodies TorchServe would decode
     # otherwise were refused above.
-    return bytes(item[field])
+    data = bytes(item[field])
+    return data, declared in VIDEO_MEDIA_TYPES or (declared in SNIFFED_TYPES and looks_like_video(data[:12]))
 
 
 def _media_ranges(accept: str) -> list[tuple[str, float]]:
@@ -166,7 +182,12 @@ class QMaskHandler:
         decoded: dict[int, tuple[DecodedImage, str]] = {}
         for idx, item in enumerate(data):
             try:
-                image = decode(_payload(item, context, idx), self.pipeline.config.limits)
+                payload, is_video = _payload(item, context, idx)
+                if is_video:
+                    # A clip is a batch of its own (its frames share generator calls).
+                    answers[idx] = self._video(context, idx, payload)
+                    continue
+                image = decode(payload, self.pipeline.config.limits)
                 accept = _header(context, idx, "accept")
                 decoded[idx] = image, choose_output(accept, SUPPORTED_FORMATS[image.format])
             except Exception as exc:  # one request's failure must not fail its batch
@@ -189,6 +210,20 @@ class QMaskHandler:
             (time.perf_counter() - start) * 1000,
         )
         return [a if a is not None else b"" for a in answers]
+
+    def _video(self, context: Context, idx: int, data: bytes) -> bytes:
+        """The unmasked clip as MP4, written to memory only (PyAV reads and writes BytesIO)."""
+        assert self.pipeline is not None
+        output = io.BytesIO()
+        result = unmask_video(self.pipeline, data, output, VIDEO_CONFIG)
+        logger.info(
+            "clip of %d frames: %d faces tracked, %d frames edited",
+            result.frames,
+            result.tracks,
+            result.edited_frames,
+        )
+        context.set_response_content_type(idx, OUTPUT_MEDIA_TYPE)
+        return output.getvalue()
 
     def _answer(
         self,

@@ -1,4 +1,4 @@
-"""Command line: `qmask unmask INPUT... -o OUTPUT`."""
+"""Command line: `qmask unmask INPUT... -o OUTPUT` for photos and video clips."""
 
 from __future__ import annotations
 
@@ -13,14 +13,24 @@ from tqdm import tqdm
 
 from qmask.imageio import FORMAT_BY_SUFFIX, ImageError
 from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig, UnmaskPipeline, UnmaskResult
+from qmask.video import VIDEO_SUFFIXES, unmask_video
+
+# Clips are written as H.264 MP4 whatever their input container.
+VIDEO_OUTPUT_SUFFIX = ".mp4"
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def collect_inputs(paths: list[Path]) -> list[Path]:
-    """Image files named directly, plus the images directly inside named folders."""
+    """Files named directly, plus the photos and clips directly inside named folders."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in FORMAT_BY_SUFFIX))
+            files.extend(
+                sorted(p for p in path.iterdir() if p.suffix.lower() in FORMAT_BY_SUFFIX or is_video(p))
+            )
         elif path.is_file():
             files.append(path)
         else:
@@ -29,10 +39,11 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
 
 
 def output_paths(inputs: list[Path], output: Path, folder_input: bool) -> list[Path]:
-    """One output per input; a folder output keeps each input's file name."""
-    if len(inputs) == 1 and not folder_input and output.suffix.lower() in FORMAT_BY_SUFFIX:
+    """One output per input; a folder output keeps each input's file name (clips become .mp4)."""
+    suffixes = (VIDEO_OUTPUT_SUFFIX,) if is_video(inputs[0]) else tuple(FORMAT_BY_SUFFIX)
+    if len(inputs) == 1 and not folder_input and output.suffix.lower() in suffixes:
         return [output]
-    names = [p.name for p in inputs]
+    names = [p.with_suffix(VIDEO_OUTPUT_SUFFIX).name if is_video(p) else p.name for p in inputs]
     if len(set(names)) != len(names):
         raise SystemExit("qmask: two inputs share a file name; unmask them into separate folders")
     return [output / name for name in names]
@@ -69,10 +80,45 @@ def debug_image(result: UnmaskResult) -> np.ndarray:
     return np.vstack([canvas, sheet])
 
 
+def unmask_clip(pipeline: UnmaskPipeline, src: Path, dst: Path, quiet: bool) -> dict:
+    """One clip, with a progress bar per pass (frames, frames per second, time left)."""
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if quiet:
+            return
+        label = {"detect": "1/2 find faces", "unmask": "2/2 unmask"}[stage]
+        bar = bars.get(stage)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[stage] = tqdm(desc=f"{src.name}: {label}", total=total, unit="frame")
+        bar.total = max(total, done)
+        bar.update(done - bar.n)
+
+    try:
+        result = unmask_video(pipeline, src, dst, progress=progress)
+    except BaseException:
+        dst.unlink(missing_ok=True)  # a clip that failed half way is no output
+        raise
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if not result.edited_frames:
+        tqdm.write(f"qmask: {src}: no face wearing a mask in any frame; written unchanged", file=sys.stderr)
+    return {
+        "output": str(dst),
+        "frames": result.frames,
+        "fps": round(result.fps, 3),
+        "tracks": result.tracks,
+        "edited_frames": result.edited_frames,
+    }
+
+
 def unmask_command(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args.inputs)
     if not inputs:
-        raise SystemExit("qmask: no JPEG, PNG or WebP images in the inputs")
+        raise SystemExit("qmask: no JPEG, PNG or WebP images or video clips in the inputs")
     folder_input = any(p.is_dir() for p in args.inputs)
     outputs = output_paths(inputs, args.output, folder_input)
     outputs[0].parent.mkdir(parents=True, exist_ok=True)
@@ -88,21 +134,25 @@ def unmask_command(args: argparse.Namespace) -> int:
         for src, dst in bar:
             record: dict = {"input": str(src)}
             try:
-                fmt = FORMAT_BY_SUFFIX.get(dst.suffix.lower())
-                encoded, result, _ = pipeline.unmask_bytes(src.read_bytes(), fmt, debug=args.debug)
-                dst.write_bytes(encoded)
-                record.update(output=str(dst), faces=[f.to_json() for f in result.faces])
-                if args.debug:
-                    debug = debug_image(result)
-                    cv2.imwrite(
-                        str(dst.with_name(dst.stem + ".debug.png")), cv2.cvtColor(debug, cv2.COLOR_RGB2BGR)
-                    )
-                if not any(f.edited for f in result.faces):
-                    tqdm.write(
-                        f"qmask: {src}: {len(result.faces)} face(s) found, none wearing a mask; "
-                        "written unchanged",
-                        file=sys.stderr,
-                    )
+                if is_video(src):
+                    record.update(unmask_clip(pipeline, src, dst, args.quiet))
+                else:
+                    fmt = FORMAT_BY_SUFFIX.get(dst.suffix.lower())
+                    encoded, result, _ = pipeline.unmask_bytes(src.read_bytes(), fmt, debug=args.debug)
+                    dst.write_bytes(encoded)
+                    record.update(output=str(dst), faces=[f.to_json() for f in result.faces])
+                    if args.debug:
+                        debug = debug_image(result)
+                        cv2.imwrite(
+                            str(dst.with_name(dst.stem + ".debug.png")),
+                            cv2.cvtColor(debug, cv2.COLOR_RGB2BGR),
+                        )
+                    if not any(f.edited for f in result.faces):
+                        tqdm.write(
+                            f"qmask: {src}: {len(result.faces)} face(s) found, none wearing a mask; "
+                            "written unchanged",
+                            file=sys.stderr,
+                        )
             except ImageError as exc:
                 failures += 1
                 record["error"] = {"code": exc.code, "message": str(exc)}
@@ -110,7 +160,7 @@ def unmask_command(args: argparse.Namespace) -> int:
             if args.json:
                 tqdm.write(json.dumps(record))
     if failures and not args.quiet:
-        print(f"qmask: {failures} of {len(inputs)} photo(s) could not be unmasked", file=sys.stderr)
+        print(f"qmask: {failures} of {len(inputs)} input(s) could not be unmasked", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -119,14 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="qmask", description="Replace face masks in photos with a lower face."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    unmask = sub.add_parser("unmask", help="unmask photos (files or folders of JPEG, PNG, WebP)")
+    unmask = sub.add_parser(
+        "unmask", help="unmask photos (JPEG, PNG, WebP) and clips (MP4, MOV, WebM, MKV), files or folders"
+    )
     unmask.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
     unmask.add_argument(
         "-o",
         "--output",
         type=Path,
         required=True,
-        help="output file (one input) or folder (results keep their input's name)",
+        help="output file (one input; .mp4 for a clip) or folder (results keep their input's name)",
     )
     unmask.add_argument("--json", action="store_true", help="print one JSON line per photo with its faces")
     unmask.add_argument("--debug", action="store_true", help="also save NAME.debug.png with boxes and masks")

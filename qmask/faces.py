@@ -54,7 +54,7 @@ class Face:
         return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -193,7 +193,7 @@ class FaceDetector:
         kept: list[Face] = []
         for face in sorted(faces, key=lambda f: -f.score):
             if all(
-                _iou(face.box, k.box) < self.config.merge_iou and _containment(face.box, k.box) < 0.6
+                box_iou(face.box, k.box) < self.config.merge_iou and _containment(face.box, k.box) < 0.6
                 for k in kept
             ):
                 kept.append(face)

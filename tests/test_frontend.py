@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from frontend import client
 from frontend.run import APP, REPO, page_ready, streamlit_command
+from qmask.bench_video import make_clip
 from tests.conftest import REAL_MASKED
 from tests.torchserve_fixture import VERSION
 
@@ -125,6 +126,20 @@ def test_every_api_failure_has_a_clear_message(api_url, page):
     assert "**huge.png**: This photo is too large" in errors[3]
     assert "**animated.png**: This image format is not supported" in errors[4]
     assert not page.image and not page.download_button
+
+
+def test_clip_upload_plays_before_and_after_with_download(api_url, page):
+    clip = make_clip("0003", (320, 240), frames=6, fps=15, audio=True)
+    page.file_uploader[0].set_value(
+        [("clip.mp4", clip.data, "video/mp4"), ("cut.mov", clip.data[:1500], "video/quicktime")]
+    ).run()
+    assert not page.exception
+    assert [h.value for h in page.subheader] == ["clip.mp4", "cut.mov"]
+    assert len(page.get("video")) == 2  # before and after
+    assert [b.label for b in page.download_button] == ["Download MP4"]
+    assert [e.value for e in page.error] == [
+        "**cut.mov**: This clip is cut off or damaged. Save or export it again and retry."
+    ]
 
 
 def test_server_down(monkeypatch):

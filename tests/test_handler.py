@@ -11,12 +11,15 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import pytest
 from PIL import Image
 from ts.context import Context
 from ts.service import Service
 
 from handlers.qmask_handler import QMaskHandler, choose_output
+from qmask.bench_video import make_clip
+from qmask.video import VideoConfig, VideoLimits
 from serve.archive import build_mar
 from tests.conftest import REAL_MASKED
 
@@ -253,3 +256,32 @@ def test_refuses_an_archive_of_another_model_file(tmp_path, tiny_generator):
     (directory / "model.py").write_text("# another architecture\n")
     with pytest.raises(RuntimeError, match="differs from the installed qmask"):
         QMaskHandler().initialize(make_context(directory))
+
+
+def test_clips_come_back_as_mp4_and_limits_answer_413(handler, context, monkeypatch):
+    import handlers.qmask_handler as module
+
+    clip = make_clip("0003", (320, 240), frames=6, fps=15, audio=True)
+    answers = handle(
+        handler,
+        context,
+        wire(clip.data, "video/mp4"),
+        wire(clip.data, "application/octet-stream"),  # sniffed: an MP4 container
+        wire(clip.data[:1500], "video/quicktime"),
+        wire(encoded("PNG"), "image/png"),  # a photo in the same batch is unaffected
+    )
+    assert [(s, t) for s, t, _ in answers] == [
+        (200, "video/mp4"),
+        (200, "video/mp4"),
+        (400, "application/json"),
+        (200, "image/png"),
+    ]
+    for _, _, body in answers[:2]:
+        with av.open(io.BytesIO(body)) as container:
+            assert sum(1 for _ in container.decode(video=0)) == 6
+    assert json.loads(answers[2][2])["code"] == "truncated_video"
+    monkeypatch.setattr(module, "VIDEO_CONFIG", VideoConfig(limits=VideoLimits(max_seconds=0.2)))
+    [(status, ctype, body)] = handle(handler, context, wire(clip.data, "video/webm"))
+    answer = json.loads(body)
+    assert (status, ctype, answer["code"]) == (413, "application/json", "too_large")
+    assert "the limit is 0.2 s" in answer["message"]
