@@ -13,7 +13,7 @@ import torch
 from qmask.model import load_generator
 from tests.conftest import REPO, UTKFACE
 from training.landmarks import compute_landmarks, list_images
-from training.train import TrainConfig, train
+from training.train import TrainConfig, learning_rate, train
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
 
@@ -103,3 +103,12 @@ def test_ddp_with_two_cpu_processes_on_gloo(tmp_path, tiny_landmarks):
     log = read_log(out)
     assert log[-1]["step"] == 3
     assert (out / "generator.pt").is_file()
+
+
+def test_learning_rate_is_constant_then_decays_linearly_to_zero_over_the_budget():
+    cfg = TrainConfig(steps=1000, max_minutes=10, lr=1e-3, lr_decay_from=0.5)
+    assert learning_rate(cfg, 100, 60) == 1e-3
+    assert learning_rate(cfg, 750, 60) == pytest.approx(0.5e-3)  # steps run out first
+    assert learning_rate(cfg, 10, 450) == pytest.approx(0.5e-3)  # wall clock runs out first
+    assert learning_rate(cfg, 1000, 60) == 0.0
+    assert learning_rate(TrainConfig(lr=1e-3, lr_decay_from=None), 999, 1e6) == 1e-3

@@ -50,6 +50,9 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (and save) after this much wall-clock time
     batch_size: int = 16  # per process
     lr: float = 2e-4
+    # As in pix2pix: constant learning rate, then linear decay to zero over the rest of the budget
+    # (steps or max_minutes, whichever ends first) from this fraction of it on. None: constant.
+    lr_decay_from: float | None = 0.5
     betas: tuple[float, float] = (0.5, 0.999)
     num_workers: int = 1
     threads: int | None = None  # torch CPU threads per process
@@ -118,6 +121,16 @@ def build_dataset(cfg: TrainConfig) -> SyntheticMaskDataset:
     return SyntheticMaskDataset(names, meshes, renderer, cfg.data, seed=cfg.seed)
 
 
+def learning_rate(cfg: TrainConfig, step: int, elapsed_s: float) -> float:
+    """The configured rate, decayed linearly to zero over the last part of the budget."""
+    progress = step / cfg.steps
+    if cfg.max_minutes is not None:
+        progress = max(progress, elapsed_s / (cfg.max_minutes * 60))
+    if cfg.lr_decay_from is None or progress <= cfg.lr_decay_from:
+        return cfg.lr
+    return cfg.lr * max(0.0, 1 - progress) / (1 - cfg.lr_decay_from)
+
+
 def _batches(dataset: SyntheticMaskDataset, sampler: DistributedSampler | None, cfg: TrainConfig, epoch: int):
     """Endless (epoch, batch) stream; every epoch draws new masks and a new order."""
     while True:
@@ -158,7 +171,7 @@ def train(cfg: TrainConfig) -> Path:
     opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
 
-    step, start_epoch = 0, 0
+    step, start_epoch, elapsed_before = 0, 0, 0.0
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -167,6 +180,8 @@ def train(cfg: TrainConfig) -> Path:
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         step, start_epoch = ckpt["step"], ckpt["epoch"]
+        # The wall-clock budget counts the time before the restart too.
+        elapsed_before = ckpt.get("elapsed_s", 0.0)
         if main_process:
             print(f"resumed from {ckpt_path} at step {step}")
     if world > 1:
@@ -174,7 +189,7 @@ def train(cfg: TrainConfig) -> Path:
         discriminator = DistributedDataParallel(discriminator)
     bare_generator = generator.module if world > 1 else generator
 
-    def checkpoint(step: int, epoch: int) -> None:
+    def checkpoint(step: int, epoch: int, elapsed: float) -> None:
         if main_process:
             torch.save(
                 {
@@ -184,6 +199,7 @@ def train(cfg: TrainConfig) -> Path:
                     "opt_d": opt_d.state_dict(),
                     "step": step,
                     "epoch": epoch,
+                    "elapsed_s": elapsed,
                 },
                 ckpt_path,
             )
@@ -195,11 +211,14 @@ def train(cfg: TrainConfig) -> Path:
             f"generator {cfg.generator.arch}: {count_parameters(bare_generator) / 1e6:.2f}M parameters; "
             f"{len(dataset)} faces, {world} process(es) on {device}"
         )
-    started = time.time()
+    started = time.time() - elapsed_before
     log = (out / "log.jsonl").open("a") if main_process else None
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not main_process)
     seen = 0
     for epoch, batch in _batches(dataset, sampler, cfg, start_epoch):
+        lr = learning_rate(cfg, step, time.time() - started)
+        for group in (*opt_g.param_groups, *opt_d.param_groups):
+            group["lr"] = lr
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         masked, target, alpha = batch["masked"], batch["target"], batch["alpha"]
         region = (alpha > 0).float()
@@ -243,7 +262,8 @@ def train(cfg: TrainConfig) -> Path:
                 "mask": loss_mask.item(),
                 "gan": loss_gan.item(),
                 "loss_d": loss_d.item(),
-                "images_per_s": seen / elapsed,
+                "images_per_s": seen / (elapsed - elapsed_before),
+                "lr": lr,
                 "elapsed_s": round(elapsed, 1),
             }
             log.write(json.dumps(record) + "\n")
@@ -254,7 +274,7 @@ def train(cfg: TrainConfig) -> Path:
         if main_process and step % cfg.sample_every == 0:
             save_samples(out / "samples" / f"step_{step:06d}.png", batch, composite)
         if step % cfg.checkpoint_every == 0:
-            checkpoint(step, epoch)
+            checkpoint(step, epoch, elapsed)
         out_of_time = cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60
         if world > 1:  # every rank must stop at the same step
             flag = torch.tensor([float(out_of_time)], device=device)
@@ -263,7 +283,7 @@ def train(cfg: TrainConfig) -> Path:
         if step >= cfg.steps or out_of_time:
             break
     bar.close()
-    checkpoint(step, epoch)
+    checkpoint(step, epoch, time.time() - started)
     exported = out / "generator.pt"
     if main_process:
         save_generator(
