@@ -68,7 +68,7 @@ evaluate: setup
 	  $(BIN)/python -m training.evaluate --faces $(DATA)/eval/lfw --landmarks cache/lfw.npz --masks $$masks \
 	    --limit 300 --baseline runs/cpu_pix2pix_baseline/generator.pt --out out/eval_$$masks.json || exit 1; done
 	$(BIN)/python -m training.evaluate --faces $(DATA)/train/utkface --landmarks cache/utkface.npz \
-	  --masks synthetic --groups --limit 600 --out out/eval_groups.json
+	  --masks synthetic --groups --limit 2000 --out out/eval_groups.json
 
 bench-frozen: setup
 	rm -rf out/bench && $(BIN)/qmask unmask $(DATA)/bench/lfw-synthetic/*_masked.png -o out/bench -q || true

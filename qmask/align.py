@@ -45,6 +45,20 @@ def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -
     )
 
 
+def soften(faces: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian-blur generated faces ((N,) H, W, 3 uint8) by `sigma` crop pixels.
+
+    The generator copies some of a mask's print (dots, stripes, lettering) through its skip
+    connections; a light blur removes that residue. Chosen on the held-out UTKFace slice: sigma 2
+    gave +0.3 dB PSNR inside the mask and +0.02 SSIM over the crop.
+    """
+    if sigma <= 0:
+        return faces
+    if faces.ndim == 3:
+        return cv2.GaussianBlur(faces, (0, 0), sigma)
+    return np.stack([cv2.GaussianBlur(face, (0, 0), sigma) for face in faces])
+
+
 def fill_holes(hard: np.ndarray, close_px: int = 9) -> np.ndarray:
     """Close small gaps and fill enclosed holes: a real mask is one solid piece, and a hole in the
     prediction (a valve, a printed pattern) would leave a patch of mask in the result."""

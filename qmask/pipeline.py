@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmask.align import eyes_to_crop, grow_region, paste_back, warp_to_crop
+from qmask.align import eyes_to_crop, grow_region, paste_back, soften, warp_to_crop
 from qmask.faces import DetectorConfig, Face, FaceDetector
 from qmask.imageio import DecodedImage, ImageError, ImageLimits, decode, encode
 from qmask.model import load_generator, run_generator
@@ -42,6 +42,8 @@ class PipelineConfig:
     mask_threshold: float = 0.5
     grow_px: float = 5.0
     feather_px: float = 4.0
+    # Blur of the generated face (crop pixels) that removes residue of the mask's print.
+    soften_px: float = 2.0
     batch_size: int = 16
 
 
@@ -117,6 +119,7 @@ class UnmaskPipeline:
         for start in range(0, len(crops), self.config.batch_size):
             batch = crops[start : start + self.config.batch_size]
             prob, face = run_generator(self.generator, batch, self.device)
+            face = soften(face, self.config.soften_px)
             # A generator without a mask output (the pix2pix baseline) repaints the whole crop.
             probs.append(np.ones(batch.shape[:3], np.float32) if prob is None else prob)
             faces.append(face)
