@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,14 +20,14 @@ from kubernetes import client
 from PIL import Image
 
 from serve import health, rollout
-from serve.archive import build_mar, model_card_version
 from serve.rollout import CONFIGMAP, DEPLOYMENT, NAMESPACE, VERSION_ANNOTATION, Cluster, RolloutError
-from serve.server import Ports, launch, stop_group, wait_ready
+from serve.server import Ports
 from tests.conftest import REAL_MASKED
+from tests.torchserve_fixture import NEXT_VERSION as NEXT
+from tests.torchserve_fixture import VERSION
+from tests.torchserve_fixture import torchserve as start_torchserve
 
 PHOTO = (REAL_MASKED / "1003.png").read_bytes()  # one masked face, found by the detector
-VERSION = model_card_version()
-NEXT = f"{int(VERSION.split('.')[0]) + 1}.0"
 
 
 def merge_patch(target: dict, patch: dict) -> dict:
@@ -172,23 +171,9 @@ class FakeKube:
 
 @pytest.fixture(scope="module")
 def torchserve(tmp_path_factory) -> Iterator[Ports]:
-    if shutil.which("java") is None:
-        pytest.fail("TorchServe needs Java 17 on the PATH")
-    root = tmp_path_factory.mktemp("rollout")
-    store = root / "model-store"
-    current = build_mar(store)
-    build_mar(store, NEXT)
-    ports = Ports.free()
-    state = root / "state"
-    process = launch(state, ports, store, [f"qmask={current.name}"], foreground=True)
-    try:
-        try:
-            wait_ready(ports, lambda: process.poll() is None, timeout=300)
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(f"{exc}\n{(state / 'torchserve.log').read_text(errors='replace')[-4000:]}")
-        yield ports
-    finally:
-        stop_group(process)
+    # An instance of its own, not the session's shared server: these tests change the default version.
+    with start_torchserve(tmp_path_factory.mktemp("rollout")) as server:
+        yield server.ports
 
 
 @pytest.fixture
