@@ -47,17 +47,19 @@ MOUTH_COVER = (0, 17, 13, 14, 61, 291)
 # Cheek points left and right of the nose, read to tell which side the light comes from.
 CHEEKS = ((50, 101, 36, 205, 187, 123, 117), (280, 330, 266, 425, 411, 352, 346))
 
-DRAWN_KINDS = ("surgical", "n95", "kn95", "cloth", "cloth_printed", "cloth_photo", "bench")
+DRAWN_KINDS = ("surgical", "n95", "kn95", "cloth", "cloth_printed", "cloth_photo", "bench", "respirator")
 # How often each drawn style is picked. Dark cloth, valved N95s and masks reaching the ears are
 # what a model trained on naive masks fails on, so cloth and respirators get a large share.
+# Elastomeric respirators teach that a mask may stick out past the face's outline (cartridges).
 DRAWN_WEIGHTS = {
-    "surgical": 0.27,
-    "n95": 0.13,
-    "kn95": 0.13,
-    "cloth": 0.20,
-    "cloth_printed": 0.11,
+    "surgical": 0.25,
+    "n95": 0.12,
+    "kn95": 0.12,
+    "cloth": 0.18,
+    "cloth_printed": 0.10,
     "cloth_photo": 0.08,
-    "bench": 0.08,
+    "bench": 0.07,
+    "respirator": 0.08,
 }
 TEMPLATE_SHARE = 0.25  # of the train split's masks; the rest are drawn
 TRAIN_TEMPLATES = ("surgical", "surgical_blue", "surgical_green", "N95", "cloth")
@@ -580,14 +582,21 @@ class MaskRenderer:
         color = _shade(base, attrs, alpha, mat, light, face, (self._grain, self._smooth), rng)
         if style in ("n95", "kn95") and rng.random() < (0.45 if style == "n95" else 0.15):
             _valve(color, attrs, grid, face, light, offset, rng)
-        body = _Layer(x0, y0, color * alpha[..., None], alpha)
+        if style == "respirator" and rng.random() < 0.75:  # exhalation valve at the chin
+            _valve(color, attrs, grid, face, light, offset, rng, at=(0.5, rng.uniform(0.62, 0.72)))
+        # Bottom to top: straps, cartridges behind the body, the body, cartridges in front.
+        under, over = [], []
         fabric = base.reshape(-1, 3).mean(0) if holder == "fabric_loops" else None
         straps = _straps(face, grid, holder, fabric, rng) if holder else None
-        if straps is None:
-            return body, kind
-        lines, width, strap_color = straps
-        box = _box(np.concatenate([img_grid.reshape(-1, 2), *lines]), pad, shape) or box
-        return body.over(_strap_layer(lines, width, strap_color * light.exposure * light.cast, box)), kind
+        if straps is not None:
+            lines, width, strap_color = straps
+            box = _box(np.concatenate([img_grid.reshape(-1, 2), *lines]), pad, shape) or box
+            under.append(_strap_layer(lines, width, strap_color * light.exposure * light.cast, box))
+        if style == "respirator":
+            fields = (self._grain, self._smooth)
+            behind, over = _cartridges(face, grid, base[0, 0], light, fields, rng, shape)
+            under += behind
+        return _stack([*under, _Layer(x0, y0, color * alpha[..., None], alpha), *over]), kind
 
     def _fabric(
         self, style: str, attrs: np.ndarray, face: _Face, rng: np.random.Generator
@@ -605,6 +614,8 @@ class MaskRenderer:
             color = _pick(rng, CLOTH_COLORS)
         elif style == "bench":
             color = _pick(rng, BENCH_COLORS)
+        elif style == "respirator":
+            color = _pick(rng, RESPIRATOR_COLORS)
         elif style == "cloth_printed":
             return _print_pattern(tx, ty, face.iod, self._smooth, rng), style
         else:  # cloth_photo
@@ -800,6 +811,26 @@ STRAP_COLORS = (((235, 235, 230), 0.35), ((225, 195, 60), 0.2), ((60, 105, 190),
                 ((140, 140, 145), 0.15))  # fmt: skip
 VALVE_COLORS = (((232, 232, 228), 0.4), ((190, 192, 195), 0.2), ((60, 62, 66), 0.2), ((70, 110, 190), 0.1),
                 ((225, 130, 50), 0.1))  # fmt: skip
+RESPIRATOR_COLORS = (
+    ((125, 128, 132), 0.2),  # grey
+    ((70, 72, 76), 0.16),  # dark grey
+    ((34, 34, 37), 0.16),  # black
+    ((55, 90, 160), 0.1),  # blue
+    ((40, 115, 120), 0.08),  # teal
+    ((140, 95, 150), 0.06),  # purple
+    ((205, 130, 165), 0.06),  # pink
+    ((228, 224, 210), 0.18),  # white / cream
+)
+CARTRIDGE_COLORS = (
+    ((205, 50, 130), 0.22),  # magenta (particulate filters)
+    ((235, 150, 185), 0.1),  # pink
+    ((236, 236, 232), 0.15),  # white
+    ((225, 195, 55), 0.12),  # yellow
+    ((150, 152, 156), 0.13),  # grey
+    ((42, 42, 45), 0.14),  # black
+    ((105, 112, 60), 0.14),  # olive (gas / vapour)
+)
+HARNESS_COLORS = (((35, 35, 38), 0.5), ((85, 87, 92), 0.25), ((50, 70, 125), 0.15), ((200, 195, 180), 0.1))
 
 
 def _pick(rng: np.random.Generator, options: tuple) -> np.ndarray:
@@ -900,6 +931,33 @@ def _style_fit(style: str, face: _Face, rng: np.random.Generator) -> tuple[_Fit,
             edge_dark=u(0.05, 0.15),
         )
         return fit, mat, "loops"
+    if style == "respirator":
+        # A rubber body from the nose bridge to under the chin, pointed at the nose and narrower
+        # than the face: the cartridges (see `_cartridge`) sit at its sides on the lower cheeks.
+        fit = _Fit(
+            height=u(0.55, 1.0),
+            drop=u(0.3, 0.55),
+            peak_round=u(0.08, 0.2),
+            top_exp=u(0.8, 1.0),
+            cup=False,
+            below=u(0.0, 0.2),
+            corner=u(0.05, 0.2),
+            bottom_exp=u(1.8, 2.6),
+            ext=sides(-0.2, -0.05, 0.0),
+            half_width=u(0.72, 0.9),
+        )
+        mat = _Material(
+            ambient=u(0.35, 0.5),
+            spec=u(0.12, 0.3),  # moulded rubber shines
+            shininess=u(14.0, 30.0),
+            curve=u(1.1, 1.6),
+            nose_ridge=u(0.3, 0.6),
+            rim=u(0.05, 0.15),  # the rolled face seal
+            seam=u(0.0, 0.2),
+            grain=u(0.004, 0.01),
+            edge_dark=u(0.1, 0.25),
+        )
+        return fit, mat, "harness"
     if style == "bench":
         fit = _Fit(
             height=u(0.3, 0.8),
@@ -1128,12 +1186,14 @@ def _straps(
     """Ear loops or head straps: polylines in image pixels, their width in pixels and colour.
 
     `holder`: "loops" (thin white elastic), "fabric_loops" (cloth, in the `fabric` colour) or
-    "straps" (N95 head straps)."""
+    "straps" (N95 head straps) or "harness" (respirator head straps)."""
     s = face.iod
     if holder == "loops" and rng.random() < 0.15:  # hidden by hair, or tied behind the head
         return None
     if holder == "straps":
         color, width = _pick(rng, STRAP_COLORS), rng.uniform(0.035, 0.055) * s
+    elif holder == "harness":  # respirators: wide rubber or woven head straps
+        color, width = _pick(rng, HARNESS_COLORS), rng.uniform(0.05, 0.08) * s
     elif holder == "fabric_loops":  # cloth masks: loops of the same fabric, or thin elastic
         color = fabric if fabric is not None and rng.random() < 0.6 else np.array([30, 30, 32], np.float32)
         width = rng.uniform(0.03, 0.06) * s
@@ -1147,7 +1207,8 @@ def _straps(
         sign = 1 if side else -1
         ear_pt = face.true[ear]
         col = -1 if side else 0
-        if holder == "straps":  # round the head above the ear and below it, out of sight at the contour
+        # Head straps: round the head above the ear and below it, out of sight at the contour.
+        if holder in ("straps", "harness"):
             ends = []
             for (u, v), dy in (((0.1, 0.15), -0.35), ((0.04, 0.75), 0.75)):
                 y = ear_pt[1] + dy * s
@@ -1192,16 +1253,19 @@ def _valve(
     light: _Light,
     offset: np.ndarray,
     rng: np.random.Generator,
+    at: tuple[float, float] | None = None,
 ) -> None:
-    """Paint an exhalation valve (round or square) on one cheek of the mask, with its shadow."""
-    if face.yaw > TURNED_DEG:  # on the cheek that faces the camera
-        side = 0
-    elif face.yaw < -TURNED_DEG:
-        side = 1
-    else:
-        side = int(rng.integers(2))
-    u = rng.uniform(0.68, 0.76) if side else rng.uniform(0.24, 0.32)
-    centre = face.to_image(_grid_point(grid, u, rng.uniform(0.5, 0.62))) - offset
+    """Paint an exhalation valve (round or square) on one cheek of the mask, or at grid position
+    `at` (u, v), with its shadow."""
+    if at is None:
+        if face.yaw > TURNED_DEG:  # on the cheek that faces the camera
+            side = 0
+        elif face.yaw < -TURNED_DEG:
+            side = 1
+        else:
+            side = int(rng.integers(2))
+        at = (rng.uniform(0.68, 0.76) if side else rng.uniform(0.24, 0.32), rng.uniform(0.5, 0.62))
+    centre = face.to_image(_grid_point(grid, *at)) - offset
     h, w = color.shape[:2]
     cx, cy = int(np.clip(round(centre[0]), 0, w - 1)), int(np.clip(round(centre[1]), 0, h - 1))
     squash = max(float(np.cos(attrs[cy, cx, 2])), 0.35)  # foreshortened on the turning cheek
@@ -1235,6 +1299,115 @@ def _valve(
     color[by0:by1, bx0:bx1] = np.clip(valve, 0, 255) * cover + patch * (1 - cover)
 
 
+def _cartridges(
+    face: _Face,
+    grid: np.ndarray,
+    body: np.ndarray,
+    light: _Light,
+    fields: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+) -> tuple[list[_Layer], list[_Layer]]:
+    """A respirator's two filter cartridges: layers (behind the body, in front of it).
+
+    Each is a cylinder (round or a rounded square; thin for pancake filters) on a port at the side
+    of the body, its axis turned outwards and forwards, so it sticks out past the cheek and jaw.
+    On a turned face the far one is drawn behind the body, which hides part of it."""
+    s, u = face.iod, rng.uniform
+    style = str(rng.choice(["pancake", "canister", "box"], p=[0.3, 0.35, 0.35]))
+    radius = (u(0.46, 0.6) if style == "pancake" else u(0.36, 0.5)) * s  # half the height, pixels
+    depth = (u(0.1, 0.17) if style == "pancake" else u(0.25, 0.45)) * s
+    power = u(3.0, 5.0) if style == "box" else 2.0  # superellipse: 2 round .. 5 square
+    aspect = u(0.75, 1.1) if style == "box" else u(0.92, 1.05)  # width / height
+    cap = _pick(rng, CARTRIDGE_COLORS) * u(0.94, 1.05)
+    # Cartridges twist into a bayonet mount near the body: body-coloured or black plastic.
+    mount = body * u(0.7, 0.9) if rng.random() < 0.5 else np.array([40, 40, 42], np.float32)
+    split = 1.0 if style == "pancake" else u(0.55, 0.85)  # where the cap meets the mount, along the axis
+    pattern = str(rng.choice(["plain", "grille", "rings", "label"]))
+    label = _pick(rng, (((238, 238, 234), 0.6), ((225, 200, 70), 0.2), ((60, 62, 66), 0.2)))
+    dome = u(0.0, 0.35)
+    mat = _Material(
+        ambient=u(0.35, 0.5), spec=u(0.08, 0.22), shininess=u(10.0, 25.0), curve=1.0, nose_ridge=0.0,
+        grain=u(0.004, 0.012), edge_dark=0.0,
+    )  # fmt: skip
+    turn, tilt = u(0.75, 1.15), u(-0.05, 0.2)  # radians outwards from the face's front, and down
+    v_port = u(0.42, 0.6)
+    # The cartridges' tops stay well under the eyes, whatever their size.
+    y_min = face.true[list(EYE_CONTOURS), 1].max() + 0.3 * s
+    far = 0 if face.yaw < -TURNED_DEG else 1 if face.yaw > TURNED_DEG else -1
+    layers: tuple[list[_Layer], list[_Layer]] = ([], [])
+    for side in (0, 1):
+        # The axis (x right, y down, z to the camera) turns with the head; e1, e2 span the disc.
+        beta = float(np.clip((1 if side else -1) * turn + np.radians(face.yaw), -1.45, 1.45))
+        axis = np.array([np.sin(beta) * np.cos(tilt), np.sin(tilt), np.cos(beta) * np.cos(tilt)])
+        e1 = np.array([np.cos(beta), 0.0, -np.sin(beta)])
+        e2 = np.array([0.0, 1.0, 0.0]) - axis[1] * axis
+        e2 /= np.linalg.norm(e2)
+        back = _grid_point(grid, 0.88 if side else 0.12, v_port)
+        front = back + depth * axis[:2]
+        rx, ry = max(radius * aspect * abs(np.cos(beta)), 0.5), radius * np.cos(tilt)
+        drop = max(0.0, y_min - (min(back[1], front[1]) - ry))
+        back, front = back + np.array([0.0, drop]), front + np.array([0.0, drop])
+        lo, hi = np.minimum(back, front) - np.array([rx, ry]), np.maximum(back, front) + np.array([rx, ry])
+        corners = face.to_image(np.array([lo, [hi[0], lo[1]], hi, [lo[0], hi[1]]]))
+        box = _box(corners, 3, shape)
+        if box is None:
+            continue
+        x0, y0, x1, y1 = box
+        pix = np.stack(np.meshgrid(np.arange(x0, x1), np.arange(y0, y1)), -1).astype(np.float64)
+        q = (pix - face.origin) @ face.rot  # upright frame
+        # Slice the cylinder into discs a pixel apart along its axis, back to front: a pixel shows
+        # the frontmost disc that covers it (the nearest one at the anti-aliased rim).
+        n = int(np.ceil(np.hypot(*(front - back)))) + 2
+        sd_min = np.full(q.shape[:2], np.inf)
+        t_vis, a_vis, b_vis = (np.zeros(q.shape[:2]) for _ in range(3))
+        for k in range(n - 1, -1, -1):
+            t = k / (n - 1)  # 0 the cap's face .. 1 the port
+            c = front + t * (back - front)
+            a, b = (q[..., 0] - c[0]) / rx, (q[..., 1] - c[1]) / ry
+            d = np.maximum((np.abs(a) ** power + np.abs(b) ** power) ** (1 / power), 1e-6)
+            grad = np.hypot(np.abs(a / d) ** (power - 1) / rx, np.abs(b / d) ** (power - 1) / ry)
+            sd = (d - 1) / np.maximum(grad, 1e-6)  # signed distance in pixels
+            take = (sd <= 0) | ((sd_min > 0) & (sd < sd_min))
+            t_vis, a_vis, b_vis = np.where(take, t, t_vis), np.where(take, a, a_vis), np.where(take, b, b_vis)
+            sd_min = np.minimum(sd_min, sd)
+        cover = np.clip(0.5 - sd_min, 0, 1).astype(np.float32)
+        on_cap = np.clip(0.5 - sd, 0, 1)[..., None]  # the last slice is the cap's face
+        px = grad  # one pixel in units of d on the face
+        # Normals: the wall's points outwards from the axis; the face's along it, domed, with a
+        # bevelled rim.
+        ca = np.sign(a_vis) * np.abs(a_vis) ** (power - 1) / aspect
+        cb = np.sign(b_vis) * np.abs(b_vis) ** (power - 1)
+        norm = np.maximum(np.hypot(ca, cb), 1e-6)
+        radial = (ca / norm)[..., None] * e1 + (cb / norm)[..., None] * e2
+        bevel = 0.8 * _smoothstep(0.88, 0.06, d)[..., None] + dome * d[..., None]
+        cap_n = axis + bevel * radial
+        normal = on_cap * cap_n / np.linalg.norm(cap_n, axis=-1, keepdims=True) + (1 - on_cap) * radial
+        normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-6)
+        theta = np.arctan2(normal[..., 0], normal[..., 2])
+        v = 0.45 + np.arcsin(np.clip(normal[..., 1], -1, 1))  # `_shade` tilts by (v - 0.45) * curve
+        tx, ty = a_vis * rx / s + t_vis * depth / s, b_vis * ry / s
+        attrs = np.stack([np.full_like(v, 0.5), v, theta, tx, ty, np.zeros_like(v)], -1).astype(np.float32)
+        # Colours: cap, mount, and the cap face's moulding or label.
+        wall = np.where((t_vis < split)[..., None], cap, mount)
+        dark = np.zeros_like(d)
+        if pattern == "grille":  # slots across the middle
+            slots = np.abs((b_vis * 5.5) % 1.0 - 0.5) * 2
+            dark = 0.55 * _smoothstep(0.55, 0.3, slots) * _smoothstep(0.62, px, -d + 1.24)
+        elif pattern == "rings":
+            dark = 0.35 * sum(np.exp(-(((d - r) / (1.2 * px)) ** 2)) for r in (0.45, 0.7))
+        face_color = np.broadcast_to(cap, (*d.shape, 3)).astype(np.float64)
+        if pattern == "label":
+            inside = _smoothstep(0.0, px, 0.55 - np.abs(a_vis)) * _smoothstep(0.0, px, 0.38 - np.abs(b_vis))
+            face_color = face_color + inside[..., None] * (label - cap)
+            lines = np.exp(-((((b_vis + 0.2) % 0.16 - 0.08) / (0.8 * px)) ** 2)) * (np.abs(a_vis) < 0.42)
+            dark = 0.45 * lines * (np.abs(b_vis) < 0.3)
+        base = on_cap * face_color * (1 - dark)[..., None] + (1 - on_cap) * wall
+        color = _shade(base.astype(np.float32), attrs, cover, mat, light, face, fields, rng)
+        layers[side != far].append(_Layer(x0, y0, color * cover[..., None], cover))
+    return layers
+
+
 # ----------------------------------------------------------------------------------------------
 # Compositing
 
@@ -1244,6 +1417,21 @@ def _box(points: np.ndarray, pad: float, shape: tuple[int, int]) -> tuple[int, i
     x0, y0 = np.floor(np.maximum(points.min(0) - pad, 0)).astype(int)
     x1, y1 = np.ceil(np.minimum(points.max(0) + pad, [shape[1], shape[0]])).astype(int)
     return (int(x0), int(y0), int(x1), int(y1)) if x1 > x0 and y1 > y0 else None
+
+
+def _stack(layers: list[_Layer]) -> _Layer:
+    """Layers, bottom to top, flattened onto one layer that covers them all."""
+    layers = [layer for layer in layers if layer.alpha.size]
+    if len(layers) <= 1:
+        return layers[0] if layers else _Layer.empty()
+    x0, y0 = min(layer.x0 for layer in layers), min(layer.y0 for layer in layers)
+    x1 = max(layer.x0 + layer.alpha.shape[1] for layer in layers)
+    y1 = max(layer.y0 + layer.alpha.shape[0] for layer in layers)
+    h, w = y1 - y0, x1 - x0
+    out = _Layer(x0, y0, np.zeros((h, w, 3), np.float32), np.zeros((h, w), np.float32))
+    for layer in layers:
+        layer.over(out)
+    return out
 
 
 def _patch(tile: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
