@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmask.align import eyes_to_crop, grow_region, paste_back, soften, warp_to_crop
+from qmask.align import eyes_to_crop, grow_region, keep_grayscale, paste_back, soften, warp_to_crop
 from qmask.faces import DetectorConfig, Face, FaceDetector
 from qmask.imageio import DecodedImage, ImageError, ImageLimits, decode, encode
 from qmask.model import load_generator, run_generator
@@ -119,7 +119,7 @@ class UnmaskPipeline:
         for start in range(0, len(crops), self.config.batch_size):
             batch = crops[start : start + self.config.batch_size]
             prob, face = run_generator(self.generator, batch, self.device)
-            face = soften(face, self.config.soften_px)
+            face = keep_grayscale(batch, soften(face, self.config.soften_px))
             # A generator without a mask output (the pix2pix baseline) repaints the whole crop.
             probs.append(np.ones(batch.shape[:3], np.float32) if prob is None else prob)
             faces.append(face)

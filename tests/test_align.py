@@ -5,7 +5,9 @@ from qmask.align import (
     eyes_to_crop,
     fill_holes,
     grow_region,
+    inside_photo,
     invert,
+    keep_grayscale,
     paste_back,
     transform_points,
     warp_to_crop,
@@ -82,3 +84,22 @@ def test_holes_in_the_predicted_mask_are_filled():
     filled = fill_holes(hard)
     assert filled[20:80, 20:80].all()
     assert filled[0:10, 0:30].all() and not filled[12:18, 90:].any()
+
+
+def test_outside_the_photo_the_crop_is_mirrored_and_flagged():
+    photo = load_rgb(BENCH / "0002_target.png")  # 256x256, the face fills it
+    matrix = eyes_to_crop(np.array([[100.0, 110.0], [156.0, 110.0]]))  # a pure shift up by 18 px
+    crop, inside = warp_to_crop(photo, matrix), inside_photo(photo.shape, matrix)
+    assert (inside[:200] == 1).all() and (inside[-10:] == 0).all()
+    # Crop row 240 is photo row 258, three rows past the last one (255): mirrored, row 252.
+    assert np.abs(crop[240].astype(int) - photo[252].astype(int)).max() <= 1
+
+
+def test_faces_of_grey_photos_stay_grey_and_colour_ones_keep_their_colour():
+    colour = load_rgb(BENCH / "0003_target.png")
+    grey = np.repeat(colour.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    face = load_rgb(BENCH / "0004_target.png")
+    out = keep_grayscale(np.stack([grey, colour]), np.stack([face, face]))
+    assert (out[0, ..., 0] == out[0, ..., 1]).all() and (out[0, ..., 1] == out[0, ..., 2]).all()
+    assert np.array_equal(out[1], face)
+    assert np.array_equal(keep_grayscale(colour, face), face)

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from qmask.align import eyes_to_crop, grow_region, soften, warp_to_crop
+from qmask.align import eyes_to_crop, grow_region, keep_grayscale, soften, warp_to_crop
 from qmask.faces import FaceDetector, mesh_eyes
 from qmask.model import load_generator, run_generator
 from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig
@@ -92,7 +92,7 @@ class Methods:
     ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         cfg = self.config
         prob, face = self._run(self.ours, masked)
-        face = soften(face, cfg.soften_px)
+        face = keep_grayscale(masked, soften(face, cfg.soften_px))
         weight = grow_region(prob, cfg.mask_threshold, cfg.grow_px, cfg.feather_px)[..., None]
         ours = np.clip(np.rint(weight * face + (1 - weight) * masked), 0, 255).astype(np.uint8)
         hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
