@@ -215,12 +215,16 @@ def save_generator(
     torch.save({"config": asdict(config), "meta": meta or {}, "state_dict": state}, path)
 
 
+def read_generator(path: Path) -> tuple[GeneratorConfig, dict[str, torch.Tensor], dict]:
+    """Config, float32 training-form weights (batch norm not fused) and meta of a saved generator."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    return GeneratorConfig.from_dict(ckpt["config"]), state, ckpt.get("meta", {})
+
+
 def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, GeneratorConfig, dict]:
     """An eval-mode generator from a file written by `save_generator`."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    config = GeneratorConfig.from_dict(ckpt["config"])
+    config, state, meta = read_generator(path)
     generator = build_generator(config)
-    generator.load_state_dict(
-        {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    )
-    return fuse_batchnorm(generator.eval()).to(device), config, ckpt.get("meta", {})
+    generator.load_state_dict(state)
+    return fuse_batchnorm(generator.eval()).to(device), config, meta

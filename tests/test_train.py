@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from qmask.model import load_generator
 from tests.conftest import REPO, UTKFACE
 from training.landmarks import compute_landmarks, list_images
-from training.train import TrainConfig, learning_rate, train
+from training.train import TrainConfig, build_dataset, learning_rate, train
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
 
@@ -112,3 +113,36 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero_over_the_budget(
     assert learning_rate(cfg, 10, 450) == pytest.approx(0.5e-3)  # wall clock runs out first
     assert learning_rate(cfg, 1000, 60) == 0.0
     assert learning_rate(TrainConfig(lr=1e-3, lr_decay_from=None), 999, 1e6) == 1e-3
+
+
+def test_init_from_starts_with_the_shipped_generator_weights(tmp_path, tiny_landmarks, capsys):
+    shipped = train(tiny_config(tmp_path / "first", tiny_landmarks, steps=2))
+    # lr 0: the generator keeps the weights it started from (batch-norm statistics still move).
+    cfg = tiny_config(tmp_path / "second", tiny_landmarks, steps=1, lr=0.0, init_from=str(shipped))
+    again = train(cfg)
+    assert f"initialised the generator from {shipped}" in capsys.readouterr().out
+    before, after = torch.load(shipped)["state_dict"], torch.load(again)["state_dict"]
+    convs = [k for k in before if k.endswith(".weight") and before[k].ndim == 4]
+    assert convs and all(torch.equal(before[k], after[k]) for k in convs)
+
+
+def test_init_from_refuses_a_generator_of_another_shape(tmp_path, tiny_landmarks):
+    shipped = train(tiny_config(tmp_path / "first", tiny_landmarks, steps=1))
+    cfg = tiny_config(
+        tmp_path / "second", tiny_landmarks, steps=1, init_from=str(shipped), generator={"base_channels": 4}
+    )
+    with pytest.raises(ValueError, match="init_from"):
+        train(cfg)
+
+
+def test_training_pairs_flag_the_photo_and_can_be_grey(tiny_landmarks):
+    cfg = tiny_config(Path("unused"), tiny_landmarks)
+    dataset = build_dataset(cfg)
+    item = dataset[0]
+    inside = item["inside"][0]
+    assert inside.shape == (256, 256) and inside[128, 128] == 1  # the face is inside the photo
+    # UTKFace photos are tight 200 px crops: the canonical crop reaches past their edges.
+    assert (inside == 0).float().mean() > 0.1
+    grey = build_dataset(replace(cfg, data=replace(cfg.data, grayscale=1.0)))[0]
+    for image in (grey["masked"], grey["target"]):
+        assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from qmask.align import CROP_SIZE, eyes_to_crop, warp_to_crop
+from qmask.align import CROP_SIZE, eyes_to_crop, inside_photo, warp_to_crop
 from qmask.faces import mesh_eyes
 from training.masks import MaskRenderer
 
@@ -29,6 +29,9 @@ class DataConfig:
     jitter_scale: float = 0.05
     jitter_rotate_deg: float = 4.0
     flip: bool = True
+    # Share of pairs turned black-and-white (masked input and truth alike), so grey photos get
+    # grey faces.
+    grayscale: float = 0.08
 
 
 def is_heldout(name: str, percent: int = 5) -> bool:
@@ -57,7 +60,8 @@ def jittered_matrix(eyes: np.ndarray, rng: np.random.Generator, config: DataConf
 
 
 class SyntheticMaskDataset(Dataset):
-    """Items: masked crop, true crop (3x256x256 in [-1, 1]) and mask alpha (1x256x256 in [0, 1])."""
+    """Items: masked crop, true crop (3x256x256 in [-1, 1]), mask alpha and the weight of pixels
+    inside the photo, not its mirrored surroundings (1x256x256 in [0, 1])."""
 
     def __init__(
         self,
@@ -91,10 +95,24 @@ class SyntheticMaskDataset(Dataset):
         masked = warp_to_crop(drawn.image, matrix)
         target = warp_to_crop(rgb, matrix)
         alpha = warp_to_crop(drawn.alpha, matrix)
+        inside = inside_photo(rgb.shape, matrix)
         if self.augment and self.config.flip and rng.random() < 0.5:
-            masked, target, alpha = masked[:, ::-1], target[:, ::-1], alpha[:, ::-1]
+            masked, target, alpha, inside = masked[:, ::-1], target[:, ::-1], alpha[:, ::-1], inside[:, ::-1]
+        if self.augment and rng.random() < self.config.grayscale:
+            masked, target = to_gray(masked), to_gray(target)
         return {
             "masked": to_tensor(masked),
             "target": to_tensor(target),
-            "alpha": torch.from_numpy(np.ascontiguousarray(alpha)).float().reshape(1, CROP_SIZE, CROP_SIZE),
+            "alpha": to_plane(alpha),
+            "inside": to_plane(inside),
         }
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    return np.repeat(
+        np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))[..., None], 3, axis=2
+    )
+
+
+def to_plane(values: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values)).float().reshape(1, CROP_SIZE, CROP_SIZE)

@@ -28,7 +28,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from qmask.model import GeneratorConfig, PatchDiscriminator, build_generator, count_parameters, save_generator
+from qmask.model import (
+    GeneratorConfig,
+    PatchDiscriminator,
+    build_generator,
+    count_parameters,
+    read_generator,
+    save_generator,
+)
 from training.data import DataConfig, SyntheticMaskDataset, is_heldout, to_uint8
 from training.landmarks import load_landmarks
 from training.masks import MaskRenderer
@@ -61,6 +68,9 @@ class TrainConfig:
     sample_every: int = 200
     checkpoint_every: int = 200
     discriminator_channels: int = 64
+    # A shipped generator (e.g. qmask/weights/default.pt) to start from instead of random weights;
+    # its architecture must match `generator`. Ignored when the run resumes from its checkpoint.
+    init_from: str | None = None
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -76,18 +86,27 @@ class TrainConfig:
         return cls(**kwargs)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    prob = torch.sigmoid(logits)
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    prob, target = torch.sigmoid(logits) * weight, target * weight
     inter = (prob * target).sum(dim=(1, 2, 3))
     return (1 - (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)).mean()
 
 
-def generator_outputs(generator: torch.nn.Module, masked: torch.Tensor, region: torch.Tensor):
-    """Mask logits (or None), raw face prediction and the composite the discriminator judges."""
+def generator_outputs(
+    generator: torch.nn.Module,
+    masked: torch.Tensor,
+    target: torch.Tensor,
+    region: torch.Tensor,
+    inside: torch.Tensor,
+):
+    """Mask logits (or None), raw face prediction and the composite the discriminator judges.
+
+    Outside the photo (its mirrored surroundings) the composite is the truth, so the discriminator
+    judges only pixels the generator is responsible for.
+    """
     mask_logits, face = generator(masked)
-    if mask_logits is None:  # plain pix2pix translates the whole image
-        return None, face, face
-    return mask_logits, face, region * face + (1 - region) * masked
+    composite = face if mask_logits is None else region * face + (1 - region) * masked
+    return mask_logits, face, inside * composite + (1 - inside) * target
 
 
 def save_samples(path: Path, batch: dict[str, torch.Tensor], composite: torch.Tensor, n: int = 6) -> None:
@@ -173,6 +192,15 @@ def train(cfg: TrainConfig) -> Path:
 
     step, start_epoch, elapsed_before = 0, 0, 0.0
     ckpt_path = out / "checkpoint.pt"
+    if cfg.init_from and not ckpt_path.exists():
+        shipped_config, shipped_state, _ = read_generator(Path(cfg.init_from))
+        if shipped_config != cfg.generator:
+            raise ValueError(
+                f"init_from {cfg.init_from} is a {shipped_config}, not the configured {cfg.generator}"
+            )
+        generator.load_state_dict(shipped_state)
+        if main_process:
+            print(f"initialised the generator from {cfg.init_from}")
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         generator.load_state_dict(ckpt["generator"])
@@ -220,10 +248,10 @@ def train(cfg: TrainConfig) -> Path:
         for group in (*opt_g.param_groups, *opt_d.param_groups):
             group["lr"] = lr
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        masked, target, alpha = batch["masked"], batch["target"], batch["alpha"]
+        masked, target, alpha, inside = batch["masked"], batch["target"], batch["alpha"], batch["inside"]
         region = (alpha > 0).float()
         with autocast:
-            mask_logits, face, composite = generator_outputs(generator, masked, region)
+            mask_logits, face, composite = generator_outputs(generator, masked, target, region, inside)
             # Discriminator: real pairs vs generated pairs.
             d_real = discriminator(masked, target)
             d_fake = discriminator(masked, composite.detach())
@@ -237,15 +265,17 @@ def train(cfg: TrainConfig) -> Path:
         with autocast:
             d_gen = discriminator(masked, composite)
             loss_gan = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-            weight = 1 + cfg.loss.l1_inside_mask * region
-            loss_l1 = ((face.float() - target).abs() * weight).mean() / weight.mean()
+            # Only pixels inside the photo count: its mirrored surroundings are no face to learn.
+            weight = inside * (1 + cfg.loss.l1_inside_mask * region)
+            loss_l1 = ((face.float() - target).abs() * weight).mean() / weight.mean().clamp_min(1e-6)
             loss_g = cfg.loss.l1 * loss_l1 + cfg.loss.gan * loss_gan
             loss_mask = torch.zeros((), device=device)
             if mask_logits is not None:
                 hard = (alpha > 0.5).float()
-                loss_mask = F.binary_cross_entropy_with_logits(mask_logits.float(), hard) + dice_loss(
-                    mask_logits.float(), hard
-                )
+                logits = mask_logits.float()
+                loss_mask = F.binary_cross_entropy_with_logits(
+                    logits, hard, weight=inside
+                ) / inside.mean().clamp_min(1e-6) + dice_loss(logits, hard, inside)
                 loss_g = loss_g + cfg.loss.mask * loss_mask
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
