@@ -7,7 +7,8 @@ Masks are drawn by our renderer (`synthetic`) or warped from the held-out mask t
 used in training (`templates`). Methods: ours (mask-aware generator, its own predicted region),
 the plain pix2pix baseline, OpenCV Telea and Navier-Stokes inpainting given the true mask, and
 copying the input. Metrics: PSNR and SSIM over the crop, PSNR and L1 (0-255) inside the mask,
-IoU of the predicted mask. With `--groups` (UTKFace-named files) it also reports ours per race
+IoU of the predicted mask, all counted inside the photo only (the crop mirrors it beyond its
+edges). With `--groups` (UTKFace-named files) it also reports ours per race
 and age group on the slice of the training folder that training never sees.
 """
 
@@ -25,7 +26,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from qmask.align import eyes_to_crop, grow_region, keep_grayscale, soften, warp_to_crop
+from qmask.align import eyes_to_crop, grow_region, inside_photo, keep_grayscale, soften, warp_to_crop
 from qmask.faces import FaceDetector, mesh_eyes
 from qmask.model import load_generator, run_generator
 from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig
@@ -142,8 +143,11 @@ def evaluate(
             matrix = eyes_to_crop(mesh_eyes(mesh))
             masked, truth = warp_to_crop(drawn.image, matrix), warp_to_crop(rgb, matrix)
             mask = warp_to_crop(drawn.alpha, matrix) > 0.5
+            # Only the photo is scored: around it the crop is a mirror image of it, nobody's face.
+            inside = inside_photo(rgb.shape, matrix) > 0.5
             for name, (pred, pred_mask) in methods(masked, mask).items():
-                row = score(pred, truth, mask, pred_mask)
+                pred = np.where(inside[..., None], pred, truth)
+                row = score(pred, truth, mask & inside, None if pred_mask is None else pred_mask & inside)
                 per_method[name].append(row)
                 if groups and name == "ours":
                     age, _, race = path.name.split("_")[:3]
