@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 INPUT ?= $(DATA)/real-masked
 OUTPUT ?= out/unmasked
+# The plain pix2pix baseline `make evaluate` compares with, once `make train-baseline` has made it.
+BASELINE ?= runs/cpu_pix2pix_baseline/generator.pt
 
-.PHONY: setup run cli mar serve stop bench-serve test lint bench landmarks train-cpu evaluate bench-frozen \
+.PHONY: setup run cli mar serve stop bench-serve test lint bench landmarks train-cpu train-baseline evaluate bench-frozen \
 	contact-sheet clean k8s-validate lint-docker images
 
 $(BIN)/.installed: pyproject.toml
@@ -61,13 +63,18 @@ landmarks: setup
 	$(BIN)/python -m training.landmarks $(DATA)/train/utkface cache/utkface.npz
 	$(BIN)/python -m training.landmarks $(DATA)/eval/lfw cache/lfw.npz
 
+# The default model: cpu.yaml (version 1.0, one core), then cpu_finetune.yaml from it (1.1, both cores).
 train-cpu: setup
 	$(BIN)/python -m training.train --config training/configs/cpu.yaml
+	$(BIN)/torchrun --nproc_per_node 2 -m training.train --config training/configs/cpu_finetune.yaml
+
+train-baseline: setup
+	$(BIN)/python -m training.train --config training/configs/cpu_pix2pix_baseline.yaml
 
 evaluate: setup
 	for masks in synthetic templates; do \
 	  $(BIN)/python -m training.evaluate --faces $(DATA)/eval/lfw --landmarks cache/lfw.npz --masks $$masks \
-	    --limit 300 --baseline runs/cpu_pix2pix_baseline/generator.pt --out out/eval_$$masks.json || exit 1; done
+	    --limit 300 $(if $(wildcard $(BASELINE)),--baseline $(BASELINE)) --out out/eval_$$masks.json || exit 1; done
 	$(BIN)/python -m training.evaluate --faces $(DATA)/train/utkface --landmarks cache/utkface.npz \
 	  --masks synthetic --groups --limit 2000 --out out/eval_groups.json
 
