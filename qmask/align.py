@@ -14,6 +14,8 @@ CROP_SIZE = 256
 # Where the eye centres land in the crop: 2.9 eye distances of room below the eyes, so masks
 # that reach well under the chin (and sideways up to the ears) fit inside the crop.
 CANONICAL_EYES = np.array([[100.0, 92.0], [156.0, 92.0]])
+# Between nose tip and mouth in the crop (x0, y0, x1, y1), with room for turned faces.
+MOUTH_AREA = (100, 130, 156, 170)
 
 
 def eyes_to_crop(eyes: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
@@ -101,19 +103,27 @@ def fill_holes(hard: np.ndarray, close_px: int = 9) -> np.ndarray:
     return (closed.astype(bool) | holes).astype(np.uint8)
 
 
-def grow_region(
-    mask_prob: np.ndarray, threshold: float = 0.5, grow: float = 4.0, feather: float = 4.0
-) -> np.ndarray:
-    """Blend weight in the crop from the predicted mask probability.
-
-    The region is hard (thresholded) and grown by `grow` pixels, where the weight is exactly 1, so
-    a half-transparent mask is never blended back; it then falls linearly to 0 over `feather`
-    pixels so no seam shows. Beyond grow + feather the weight is exactly 0.
-    """
+def mask_region(mask_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The predicted mask as a solid (H, W) uint8 region: thresholded, holes filled, and only the
+    pieces that reach the mouth area (every mask covers it). Stray pieces elsewhere (a collar,
+    hair, the photo's edge) are dropped rather than repainted with face."""
     hard = fill_holes((mask_prob >= threshold).astype(np.uint8))
-    if not hard.any():
-        return np.zeros(mask_prob.shape, np.float32)
-    dist = cv2.distanceTransform(1 - hard, cv2.DIST_L2, 5)
+    _, labels = cv2.connectedComponents(hard)
+    x0, y0, x1, y1 = (np.array(MOUTH_AREA) * mask_prob.shape[0] / CROP_SIZE).round().astype(int)
+    pieces = np.unique(labels[y0:y1, x0:x1])
+    return np.isin(labels, pieces[pieces > 0]).astype(np.uint8)
+
+
+def grow_region(region: np.ndarray, grow: float = 4.0, feather: float = 4.0) -> np.ndarray:
+    """Blend weight in the crop from the hard mask region (`mask_region`).
+
+    The region is grown by `grow` pixels, where the weight is exactly 1, so a half-transparent
+    mask is never blended back; it then falls linearly to 0 over `feather` pixels so no seam
+    shows. Beyond grow + feather the weight is exactly 0.
+    """
+    if not region.any():
+        return np.zeros(region.shape, np.float32)
+    dist = cv2.distanceTransform(1 - region, cv2.DIST_L2, 5)
     return np.clip((grow + feather - dist) / max(feather, 1e-6), 0.0, 1.0).astype(np.float32)
 
 

@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmask.align import eyes_to_crop, grow_region, keep_grayscale, paste_back, soften, warp_to_crop
+from qmask.align import (
+    eyes_to_crop,
+    grow_region,
+    keep_grayscale,
+    mask_region,
+    paste_back,
+    soften,
+    warp_to_crop,
+)
 from qmask.faces import DetectorConfig, Face, FaceDetector
 from qmask.imageio import DecodedImage, ImageError, ImageLimits, decode, encode
 from qmask.model import load_generator, run_generator
@@ -169,11 +177,10 @@ class UnmaskPipeline:
         cfg = self.config
         for (index, face, matrix), crop, prob, gen in zip(jobs, crops, probs, generated, strict=True):
             with timer("composite"):
-                fraction = float((prob >= cfg.mask_threshold).mean())
+                region = mask_region(prob, cfg.mask_threshold)
+                fraction = float(region.mean())
                 edited = fraction >= cfg.min_mask_fraction
-                weight = (
-                    grow_region(prob, cfg.mask_threshold, cfg.grow_px, cfg.feather_px) if edited else None
-                )
+                weight = grow_region(region, cfg.grow_px, cfg.feather_px) if edited else None
             if edited:
                 with timer("paste_back"):
                     paste_back(outputs[index], gen, weight, matrix)

@@ -27,7 +27,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from qmask.align import eyes_to_crop, grow_region, paste_back, warp_to_crop
+from qmask.align import eyes_to_crop, grow_region, mask_region, paste_back, warp_to_crop
 from qmask.faces import Face, box_iou
 from qmask.imageio import ImageError
 from qmask.pipeline import NoFaceError, StageTimer, UnmaskPipeline
@@ -283,9 +283,10 @@ class _Renderer:
                     prob = cfg.mask_ema * prob + (1 - cfg.mask_ema) * old_prob
                     face = cfg.face_ema * face + (1 - cfg.face_ema) * old_face
                 self.ema[track] = prob, face
-                if (prob >= pcfg.mask_threshold).mean() < pcfg.min_mask_fraction:
+                region = mask_region(prob, pcfg.mask_threshold)
+                if region.mean() < pcfg.min_mask_fraction:
                     continue
-                weight = grow_region(prob, pcfg.mask_threshold, pcfg.grow_px, pcfg.feather_px)
+                weight = grow_region(region, pcfg.grow_px, pcfg.feather_px)
             with self.timer("paste_back"):
                 paste_back(
                     self.pending[offset][1], np.clip(np.rint(face), 0, 255).astype(np.uint8), weight, matrix

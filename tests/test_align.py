@@ -8,6 +8,7 @@ from qmask.align import (
     inside_photo,
     invert,
     keep_grayscale,
+    mask_region,
     paste_back,
     transform_points,
     warp_to_crop,
@@ -48,7 +49,7 @@ def test_paste_back_changes_only_pixels_inside_the_region():
     generated = np.full((256, 256, 3), 255, np.uint8)
     prob = np.zeros((256, 256), np.float32)
     prob[150:210, 80:180] = 0.9
-    weight = grow_region(prob, grow=4, feather=4)
+    weight = grow_region(mask_region(prob), grow=4, feather=4)
     out = paste_back(photo.copy(), generated, weight, matrix)
     # Where the weight warped back to the photo is zero, pixels are byte-identical.
     h, w = photo.shape[:2]
@@ -69,7 +70,7 @@ def test_grow_region_is_hard_inside_and_zero_beyond_the_feather():
     prob = np.zeros((64, 64), np.float32)
     prob[20:40, 20:40] = 0.6
     prob[30, 30] = 0.2  # a soft hole inside the mask must still be fully replaced
-    weight = grow_region(prob, threshold=0.5, grow=3, feather=4)
+    weight = grow_region(mask_region(prob, threshold=0.5), grow=3, feather=4)
     assert weight[30, 30] == 1.0
     assert weight[17:43, 30].min() == 1.0 and weight[30, 17:43].min() == 1.0  # grown by 3 px at full weight
     assert weight[:10].max() == 0.0 and weight[:, 50:].max() == 0.0
@@ -103,3 +104,14 @@ def test_faces_of_grey_photos_stay_grey_and_colour_ones_keep_their_colour():
     assert (out[0, ..., 0] == out[0, ..., 1]).all() and (out[0, ..., 1] == out[0, ..., 2]).all()
     assert np.array_equal(out[1], face)
     assert np.array_equal(keep_grayscale(colour, face), face)
+
+
+def test_only_pieces_of_the_mask_region_that_reach_the_mouth_are_kept():
+    prob = np.zeros((256, 256), np.float32)
+    prob[120:200, 80:176] = 0.9  # the mask over nose, mouth and chin
+    prob[0:12, :] = 0.8  # a stray band at the crop's top edge
+    prob[40:60, 200:240] = 0.7  # and a blob beside the eyes
+    region = mask_region(prob)
+    assert region[120:200, 80:176].all()
+    assert not region[:12].any() and not region[40:60, 200:240].any()
+    assert not mask_region(np.where(np.arange(256)[:, None] < 12, 0.9, 0.0)).any()

@@ -26,7 +26,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from qmask.align import eyes_to_crop, grow_region, inside_photo, keep_grayscale, soften, warp_to_crop
+from qmask.align import (
+    eyes_to_crop,
+    grow_region,
+    inside_photo,
+    keep_grayscale,
+    mask_region,
+    soften,
+    warp_to_crop,
+)
 from qmask.faces import FaceDetector, mesh_eyes
 from qmask.model import load_generator, run_generator
 from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig
@@ -94,11 +102,12 @@ class Methods:
         cfg = self.config
         prob, face = self._run(self.ours, masked)
         face = keep_grayscale(masked, soften(face, cfg.soften_px))
-        weight = grow_region(prob, cfg.mask_threshold, cfg.grow_px, cfg.feather_px)[..., None]
+        region = mask_region(prob, cfg.mask_threshold)
+        weight = grow_region(region, cfg.grow_px, cfg.feather_px)[..., None]
         ours = np.clip(np.rint(weight * face + (1 - weight) * masked), 0, 255).astype(np.uint8)
         hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
         results = {
-            "ours": (ours, prob >= cfg.mask_threshold),
+            "ours": (ours, region.astype(bool)),
             "telea": (cv2.inpaint(masked, hole, 5, cv2.INPAINT_TELEA), None),
             "navier_stokes": (cv2.inpaint(masked, hole, 5, cv2.INPAINT_NS), None),
             "copy_input": (masked, None),

@@ -86,8 +86,8 @@ class TrainConfig:
         return cls(**kwargs)
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    prob, target = torch.sigmoid(logits) * weight, target * weight
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    prob = torch.sigmoid(logits)
     inter = (prob * target).sum(dim=(1, 2, 3))
     return (1 - (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)).mean()
 
@@ -271,11 +271,11 @@ def train(cfg: TrainConfig) -> Path:
             loss_g = cfg.loss.l1 * loss_l1 + cfg.loss.gan * loss_gan
             loss_mask = torch.zeros((), device=device)
             if mask_logits is not None:
+                # The whole crop: the mirrored surroundings show the mask mirrored, and an
+                # untrained mask output there would mark random pixels of wider photos as mask.
                 hard = (alpha > 0.5).float()
                 logits = mask_logits.float()
-                loss_mask = F.binary_cross_entropy_with_logits(
-                    logits, hard, weight=inside
-                ) / inside.mean().clamp_min(1e-6) + dice_loss(logits, hard, inside)
+                loss_mask = F.binary_cross_entropy_with_logits(logits, hard) + dice_loss(logits, hard)
                 loss_g = loss_g + cfg.loss.mask * loss_mask
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
