@@ -135,14 +135,18 @@ def test_init_from_refuses_a_generator_of_another_shape(tmp_path, tiny_landmarks
         train(cfg)
 
 
-def test_training_pairs_flag_the_photo_and_can_be_grey(tiny_landmarks):
+def test_training_pairs_flag_the_photo_have_no_mask_beyond_it_and_can_be_grey(tiny_landmarks):
     cfg = tiny_config(Path("unused"), tiny_landmarks)
     dataset = build_dataset(cfg)
     item = dataset[0]
     inside = item["inside"][0]
     assert inside.shape == (256, 256) and inside[128, 128] == 1  # the face is inside the photo
-    # UTKFace photos are tight 200 px crops: the canonical crop reaches past their edges.
-    assert (inside == 0).float().mean() > 0.1
+    # UTKFace photos are tight 200 px crops: the canonical crop reaches past their edges, where
+    # nothing is mask and the truth is whatever the input shows there.
+    outside = inside == 0
+    assert outside.float().mean() > 0.1
+    assert item["alpha"][0][outside].max() == 0
+    assert torch.equal(item["masked"][:, outside], item["target"][:, outside])
     grey = build_dataset(replace(cfg, data=replace(cfg.data, grayscale=1.0)))[0]
     for image in (grey["masked"], grey["target"]):
         assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])

@@ -32,6 +32,10 @@ class DataConfig:
     # Share of pairs turned black-and-white (masked input and truth alike), so grey photos get
     # grey faces.
     grayscale: float = 0.08
+    # Beyond the photo's edges, show another training photo or a plain colour, never part of the
+    # mask: UTKFace crops end at the chin, and mirrored there a dark mask looked like it went on
+    # into the neck, so the model took dark collars and suits below a chin for mask.
+    foreign_surroundings: bool = True
 
 
 def is_heldout(name: str, percent: int = 5) -> bool:
@@ -61,7 +65,7 @@ def jittered_matrix(eyes: np.ndarray, rng: np.random.Generator, config: DataConf
 
 class SyntheticMaskDataset(Dataset):
     """Items: masked crop, true crop (3x256x256 in [-1, 1]), mask alpha and the weight of pixels
-    inside the photo, not its mirrored surroundings (1x256x256 in [0, 1])."""
+    inside the photo, not its surroundings (1x256x256 in [0, 1])."""
 
     def __init__(
         self,
@@ -96,6 +100,12 @@ class SyntheticMaskDataset(Dataset):
         target = warp_to_crop(rgb, matrix)
         alpha = warp_to_crop(drawn.alpha, matrix)
         inside = inside_photo(rgb.shape, matrix)
+        if self.augment and self.config.foreign_surroundings:
+            around = self._surroundings(rng)
+            weight = inside[..., None]
+            masked = np.rint(weight * masked + (1 - weight) * around).astype(np.uint8)
+            target = np.rint(weight * target + (1 - weight) * around).astype(np.uint8)
+            alpha = alpha * inside
         if self.augment and self.config.flip and rng.random() < 0.5:
             masked, target, alpha, inside = masked[:, ::-1], target[:, ::-1], alpha[:, ::-1], inside[:, ::-1]
         if self.augment and rng.random() < self.config.grayscale:
@@ -106,6 +116,22 @@ class SyntheticMaskDataset(Dataset):
             "alpha": to_plane(alpha),
             "inside": to_plane(inside),
         }
+
+    def _surroundings(self, rng: np.random.Generator) -> np.ndarray:
+        """A 256x256 stand-in for what lies around the photo: a plain (often dark) colour with a
+        little texture, or another training photo moved and scaled at random."""
+        if rng.random() < 0.3:
+            colour = rng.uniform(0, 255, 3) * rng.uniform(0.1, 1.0)
+            noise = rng.normal(0, rng.uniform(1, 8), (CROP_SIZE, CROP_SIZE, 1))
+            return np.clip(colour + noise, 0, 255).astype(np.float32)
+        other = Image.open(Path(self.config.faces_dir) / self.names[rng.integers(len(self.names))])
+        other = np.asarray(other.convert("RGB"))
+        scale = rng.uniform(1.0, 1.6) * CROP_SIZE / other.shape[1]
+        shift = rng.uniform(-0.4, 0.4, 2) * CROP_SIZE
+        matrix = np.array([[scale, 0, shift[0]], [0, scale, shift[1]]])
+        if rng.random() < 0.5:
+            matrix[0] = [-scale, 0, CROP_SIZE - shift[0]]
+        return warp_to_crop(other, matrix).astype(np.float32)
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:
