@@ -52,6 +52,8 @@ class PipelineConfig:
     feather_px: float = 4.0
     # Blur of the generated face (crop pixels) that removes residue of the mask's print.
     soften_px: float = 2.0
+    # Average the generator's predictions for each crop and its mirror image (`run_generator`).
+    mirror_average: bool = True
     batch_size: int = 16
 
 
@@ -126,7 +128,7 @@ class UnmaskPipeline:
         probs, faces = [], []
         for start in range(0, len(crops), self.config.batch_size):
             batch = crops[start : start + self.config.batch_size]
-            prob, face = run_generator(self.generator, batch, self.device)
+            prob, face = run_generator(self.generator, batch, self.device, self.config.mirror_average)
             face = keep_grayscale(batch, soften(face, self.config.soften_px))
             # A generator without a mask output (the pix2pix baseline) repaints the whole crop.
             probs.append(np.ones(batch.shape[:3], np.float32) if prob is None else prob)

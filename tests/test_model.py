@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import torch
 
 from qmask.model import (
@@ -10,6 +11,7 @@ from qmask.model import (
     count_parameters,
     fuse_batchnorm,
     load_generator,
+    run_generator,
     save_generator,
 )
 from qmask.pipeline import DEFAULT_WEIGHTS
@@ -60,3 +62,16 @@ def test_saved_weights_round_trip_in_half_precision(tmp_path):
 def test_patch_discriminator_scores_overlapping_patches():
     scores = PatchDiscriminator(ndf=8)(torch.randn(1, 3, 256, 256), torch.randn(1, 3, 256, 256))
     assert scores.shape == (1, 1, 30, 30)
+
+
+def test_mirror_average_treats_a_crop_and_its_mirror_image_alike():
+    torch.manual_seed(0)
+    generator = MaskAwareUNet(GeneratorConfig(base_channels=8, max_channels=32, depth=3, bottleneck_blocks=1))
+    crops = np.random.default_rng(0).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    with torch.no_grad():
+        probs, faces = run_generator(generator.eval(), crops, mirror_average=True)
+        probs_m, faces_m = run_generator(generator, crops[:, :, ::-1], mirror_average=True)
+        plain_probs, _ = run_generator(generator, crops)
+    assert np.allclose(probs, probs_m[:, :, ::-1], atol=1e-5)
+    assert np.abs(faces.astype(int) - faces_m[:, :, ::-1]).max() <= 1  # rounding only
+    assert not np.allclose(probs, plain_probs, atol=1e-3)  # the mirror pass did change something

@@ -92,15 +92,17 @@ class Methods:
         self.config = config
 
     @staticmethod
-    def _run(generator: torch.nn.Module, crop: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        probs, faces = run_generator(generator, crop[None])
+    def _run(
+        generator: torch.nn.Module, crop: np.ndarray, mirror_average: bool = False
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        probs, faces = run_generator(generator, crop[None], mirror_average=mirror_average)
         return (None if probs is None else probs[0]), faces[0]
 
     def __call__(
         self, masked: np.ndarray, mask: np.ndarray
     ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         cfg = self.config
-        prob, face = self._run(self.ours, masked)
+        prob, face = self._run(self.ours, masked, cfg.mirror_average)
         face = keep_grayscale(masked, soften(face, cfg.soften_px))
         region = mask_region(prob, cfg.mask_threshold)
         weight = grow_region(region, cfg.grow_px, cfg.feather_px)[..., None]
