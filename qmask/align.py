@@ -61,20 +61,36 @@ def inside_photo(shape: tuple[int, int], matrix: np.ndarray, size: int = CROP_SI
     )
 
 
-def keep_grayscale(crops: np.ndarray, faces: np.ndarray, tolerance: float = 2.0) -> np.ndarray:
-    """Generated faces ((N,) H, W, 3 uint8) turned grey where their crop is a black-and-white photo.
+def match_monochrome(
+    crops: np.ndarray, faces: np.ndarray, photo: np.ndarray | None = None, tolerance: float = 3.0
+) -> np.ndarray:
+    """Generated faces ((N,) H, W, 3 uint8) recoloured like their photo when it is black and white
+    or toned (sepia, cyanotype); colour photos keep the generated colours.
 
-    The generator is trained mostly on colour photos and paints skin tones into grey ones.
-    A crop counts as grey when its channels differ by less than `tolerance` on average.
+    The generator is trained mostly on colour photos and paints skin tones into such photos. Each
+    channel of a monochrome photo is a linear function of its luminance: fitted on the crop's
+    pixels that show the photo (`photo`, (N,) H, W bool: inside the photo and outside the
+    predicted mask, which may be coloured; default all), it counts as monochrome when the fit is
+    off by less than `tolerance` levels (RMS), and the face's luminance is mapped through it.
     """
     single = faces.ndim == 3
-    crops, faces = (crops[None], faces[None]) if single else (crops, faces)
+    if single:
+        crops, faces = crops[None], faces[None]
+        photo = None if photo is None else photo[None]
     out = faces.copy()
-    for crop, face, target in zip(crops, faces, out, strict=True):
-        c = crop.astype(np.int16)
-        spread = (np.abs(c[..., 0] - c[..., 1]) + np.abs(c[..., 1] - c[..., 2])).mean() / 2
-        if spread < tolerance:
-            target[:] = cv2.cvtColor(cv2.cvtColor(face, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    luma = np.array([0.299, 0.587, 0.114])
+    for i, (crop, face) in enumerate(zip(crops, faces, strict=True)):
+        pixels = crop.reshape(-1, 3).astype(np.float64)
+        if photo is not None:
+            pixels = pixels[photo[i].reshape(-1)]
+        if len(pixels) < 64:
+            continue
+        design = np.stack([pixels @ luma, np.ones(len(pixels))], axis=1)
+        coef, *_ = np.linalg.lstsq(design, pixels, rcond=None)
+        if np.sqrt(((design @ coef - pixels) ** 2).mean()) < tolerance:
+            face_luma = face.reshape(-1, 3).astype(np.float64) @ luma
+            recoloured = np.stack([face_luma, np.ones_like(face_luma)], axis=1) @ coef
+            out[i] = np.clip(np.rint(recoloured), 0, 255).reshape(face.shape).astype(np.uint8)
     return out[0] if single else out
 
 

@@ -15,8 +15,9 @@ import torch
 from qmask.align import (
     eyes_to_crop,
     grow_region,
-    keep_grayscale,
+    inside_photo,
     mask_region,
+    match_monochrome,
     paste_back,
     soften,
     warp_to_crop,
@@ -123,16 +124,23 @@ class UnmaskPipeline:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def generate(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256), faces (N, 256, 256, 3) uint8."""
+    def generate(self, crops: np.ndarray, inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256), faces (N, 256, 256, 3) uint8.
+
+        `inside` (N, 256, 256) marks crop pixels that come from the photo (`inside_photo`), not
+        from its mirrored surroundings; it helps tell black-and-white photos (`match_monochrome`).
+        """
         probs, faces = [], []
         for start in range(0, len(crops), self.config.batch_size):
             batch = crops[start : start + self.config.batch_size]
             prob, face = run_generator(self.generator, batch, self.device, self.config.mirror_average)
-            face = keep_grayscale(batch, soften(face, self.config.soften_px))
             # A generator without a mask output (the pix2pix baseline) repaints the whole crop.
-            probs.append(np.ones(batch.shape[:3], np.float32) if prob is None else prob)
-            faces.append(face)
+            prob = np.ones(batch.shape[:3], np.float32) if prob is None else prob
+            photo = prob < 0.5
+            if inside is not None:
+                photo &= inside[start : start + len(batch)] > 0.5
+            probs.append(prob)
+            faces.append(match_monochrome(batch, soften(face, self.config.soften_px), photo))
         return np.concatenate(probs), np.concatenate(faces)
 
     def unmask_array(self, rgb: np.ndarray, debug: bool = False) -> UnmaskResult:
@@ -169,10 +177,11 @@ class UnmaskPipeline:
                 for face in faces
             ]
             crops = [warp_to_crop(images[i], m) for i, _, m in jobs]
+            inside = [inside_photo(images[i].shape, m) for i, _, m in jobs]
         probs, generated = [], []
         if jobs:
             with timer("generate"):
-                probs, generated = self.generate(np.stack(crops))
+                probs, generated = self.generate(np.stack(crops), np.stack(inside))
         outputs = {i: images[i].copy() for i, _, _ in jobs}
         face_results: dict[int, list[FaceResult]] = {i: [] for i in outputs}
         debugs: dict[int, list[FaceDebug]] = {i: [] for i in outputs}

@@ -27,7 +27,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from qmask.align import eyes_to_crop, grow_region, mask_region, paste_back, warp_to_crop
+from qmask.align import eyes_to_crop, grow_region, inside_photo, mask_region, paste_back, warp_to_crop
 from qmask.faces import Face, box_iou
 from qmask.imageio import ImageError
 from qmask.pipeline import NoFaceError, StageTimer, UnmaskPipeline
@@ -271,9 +271,12 @@ class _Renderer:
                 for track, eyes in self.eyes_by_frame[self.index + offset]:
                     matrix = eyes_to_crop(eyes)
                     jobs.append((offset, track, matrix, warp_to_crop(rgb, matrix)))
+            inside = [inside_photo(self.pending[offset][1].shape, matrix) for offset, _, matrix, _ in jobs]
         if jobs:
             with self.timer("generate"):
-                probs, generated = self.pipeline.generate(np.stack([crop for *_, crop in jobs]))
+                probs, generated = self.pipeline.generate(
+                    np.stack([crop for *_, crop in jobs]), np.stack(inside)
+                )
         edited = [False] * len(self.pending)
         for k, (offset, track, matrix, _) in enumerate(jobs):
             with self.timer("composite"):

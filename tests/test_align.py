@@ -7,8 +7,8 @@ from qmask.align import (
     grow_region,
     inside_photo,
     invert,
-    keep_grayscale,
     mask_region,
+    match_monochrome,
     paste_back,
     transform_points,
     warp_to_crop,
@@ -96,14 +96,22 @@ def test_outside_the_photo_the_crop_is_mirrored_and_flagged():
     assert np.abs(crop[240].astype(int) - photo[252].astype(int)).max() <= 1
 
 
-def test_faces_of_grey_photos_stay_grey_and_colour_ones_keep_their_colour():
+def test_faces_in_monochrome_photos_take_the_photos_tone_and_colour_ones_keep_their_colour():
     colour = load_rgb(BENCH / "0003_target.png")
     grey = np.repeat(colour.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    sepia = np.clip(grey * np.array([1.0, 0.85, 0.65]) + np.array([20, 10, 0]), 0, 255).astype(np.uint8)
+    masked_grey = grey.copy()
+    masked_grey[150:220, 80:180] = (30, 40, 120)  # a coloured mask on a grey photo
+    prob = np.zeros((256, 256), np.float32)
+    prob[150:220, 80:180] = 1.0
     face = load_rgb(BENCH / "0004_target.png")
-    out = keep_grayscale(np.stack([grey, colour]), np.stack([face, face]))
-    assert (out[0, ..., 0] == out[0, ..., 1]).all() and (out[0, ..., 1] == out[0, ..., 2]).all()
-    assert np.array_equal(out[1], face)
-    assert np.array_equal(keep_grayscale(colour, face), face)
+    photo = np.stack([prob < 0.5] * 3)
+    out = match_monochrome(np.stack([masked_grey, sepia, colour]), np.stack([face] * 3), photo)
+    assert np.abs(out[0].astype(int) - out[0][..., :1]).max() <= 1  # grey
+    # Sepia: the face's channels follow the photo's tone, red above green above blue.
+    assert out[1][..., 0].mean() > out[1][..., 1].mean() > out[1][..., 2].mean()
+    assert np.array_equal(out[2], face)
+    assert np.array_equal(match_monochrome(colour, face), face)
 
 
 def test_only_pieces_of_the_mask_region_that_reach_the_mouth_are_kept():

@@ -30,8 +30,8 @@ from qmask.align import (
     eyes_to_crop,
     grow_region,
     inside_photo,
-    keep_grayscale,
     mask_region,
+    match_monochrome,
     soften,
     warp_to_crop,
 )
@@ -84,7 +84,8 @@ def score(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, pred_mask: np.n
 
 
 class Methods:
-    """Every method maps (masked crop, true mask) to (output crop, predicted mask or None)."""
+    """Every method maps (masked crop, true mask, in-photo pixels) to (output crop, predicted mask
+    or None)."""
 
     def __init__(self, weights: Path, baseline: Path | None, config: PipelineConfig) -> None:
         self.ours, _, _ = load_generator(weights)
@@ -99,11 +100,11 @@ class Methods:
         return (None if probs is None else probs[0]), faces[0]
 
     def __call__(
-        self, masked: np.ndarray, mask: np.ndarray
+        self, masked: np.ndarray, mask: np.ndarray, inside: np.ndarray
     ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         cfg = self.config
         prob, face = self._run(self.ours, masked, cfg.mirror_average)
-        face = keep_grayscale(masked, soften(face, cfg.soften_px))
+        face = match_monochrome(masked, soften(face, cfg.soften_px), (prob < 0.5) & inside)
         region = mask_region(prob, cfg.mask_threshold)
         weight = grow_region(region, cfg.grow_px, cfg.feather_px)[..., None]
         ours = np.clip(np.rint(weight * face + (1 - weight) * masked), 0, 255).astype(np.uint8)
@@ -156,7 +157,7 @@ def evaluate(
             mask = warp_to_crop(drawn.alpha, matrix) > 0.5
             # Only the photo is scored: around it the crop is a mirror image of it, nobody's face.
             inside = inside_photo(rgb.shape, matrix) > 0.5
-            for name, (pred, pred_mask) in methods(masked, mask).items():
+            for name, (pred, pred_mask) in methods(masked, mask, inside).items():
                 pred = np.where(inside[..., None], pred, truth)
                 row = score(pred, truth, mask & inside, None if pred_mask is None else pred_mask & inside)
                 per_method[name].append(row)
