@@ -150,3 +150,10 @@ def test_training_pairs_flag_the_photo_have_no_mask_beyond_it_and_can_be_grey(ti
     grey = build_dataset(replace(cfg, data=replace(cfg.data, grayscale=1.0)))[0]
     for image in (grey["masked"], grey["target"]):
         assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+
+
+def test_some_training_pairs_are_bare_faces_with_an_empty_mask(tiny_landmarks):
+    cfg = tiny_config(Path("unused"), tiny_landmarks)
+    item = build_dataset(replace(cfg, data=replace(cfg.data, unmasked=1.0)))[0]
+    assert item["alpha"].max() == 0
+    assert torch.equal(item["masked"], item["target"])

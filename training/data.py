@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from qmask.align import CROP_SIZE, eyes_to_crop, inside_photo, warp_to_crop
 from qmask.faces import mesh_eyes
-from training.masks import MaskRenderer
+from training.masks import MaskRenderer, RenderedMask
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class DataConfig:
     # Share of pairs turned black-and-white (masked input and truth alike), so grey photos get
     # grey faces.
     grayscale: float = 0.08
+    # Share of pairs with no mask at all (input = truth, empty mask), so the mask output learns
+    # to stay empty on bare faces and the pipeline leaves unmasked people alone.
+    unmasked: float = 0.1
     # Beyond the photo's edges, show another training photo or a plain colour, never part of the
     # mask: UTKFace crops end at the chin, and mirrored there a dark mask looked like it went on
     # into the neck, so the model took dark collars and suits below a chin for mask.
@@ -91,7 +94,10 @@ class SyntheticMaskDataset(Dataset):
         name = self.names[index]
         rgb = np.asarray(Image.open(Path(self.config.faces_dir) / name).convert("RGB"))
         mesh = self.meshes[name]
-        drawn = self.renderer.render(rgb, mesh, rng)
+        if self.augment and rng.random() < self.config.unmasked:
+            drawn = RenderedMask(image=rgb, alpha=np.zeros(rgb.shape[:2], np.float32), kind="none")
+        else:
+            drawn = self.renderer.render(rgb, mesh, rng)
         eyes = mesh_eyes(mesh)
         if self.augment:
             eyes = jittered_matrix(eyes, rng, self.config)
