@@ -27,7 +27,7 @@ def test_evaluate_runs_on_a_tiny_set(tmp_path, tiny_generator):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["n"] == 3
+    assert result["n"] == 3 and 0 <= result["bare_faces_edited"] <= 1
     methods = result["templates"]
     assert set(methods) == {"ours", "pix2pix", "telea", "navier_stokes", "copy_input"}
     for name, metrics in methods.items():

@@ -99,6 +99,11 @@ class Methods:
         probs, faces = run_generator(generator, crop[None], mirror_average=mirror_average)
         return (None if probs is None else probs[0]), faces[0]
 
+    def edits_bare_face(self, crop: np.ndarray) -> bool:
+        """Whether ours would repaint this crop of a face that wears no mask (it should not)."""
+        prob, _ = self._run(self.ours, crop, self.config.mirror_average)
+        return bool(mask_region(prob, self.config.mask_threshold).mean() >= self.config.min_mask_fraction)
+
     def __call__(
         self, masked: np.ndarray, mask: np.ndarray, inside: np.ndarray
     ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
@@ -142,6 +147,7 @@ def evaluate(
     renderer = MaskRenderer(templates, split="heldout") if masks == "templates" else MaskRenderer(None)
     per_method: dict[str, list[dict]] = defaultdict(list)
     per_group: dict[str, list[dict]] = defaultdict(list)
+    bare_edited: list[bool] = []
     with FaceDetector() as detector:
         for index, path in enumerate(tqdm(files, desc=f"evaluate {masks}", unit="face")):
             rgb = np.asarray(Image.open(path).convert("RGB"))
@@ -157,6 +163,7 @@ def evaluate(
             mask = warp_to_crop(drawn.alpha, matrix) > 0.5
             # Only the photo is scored: around it the crop is a mirror image of it, nobody's face.
             inside = inside_photo(rgb.shape, matrix) > 0.5
+            bare_edited.append(methods.edits_bare_face(truth))
             for name, (pred, pred_mask) in methods(masked, mask, inside).items():
                 pred = np.where(inside[..., None], pred, truth)
                 row = score(pred, truth, mask & inside, None if pred_mask is None else pred_mask & inside)
@@ -171,6 +178,8 @@ def evaluate(
             name: mean_metrics(rows) | {"n": len(rows)} for name, rows in sorted(per_group.items())
         }
     result["n"] = len(per_method["ours"])
+    # The same faces without a mask: the share that ours would still repaint.
+    result["bare_faces_edited"] = round(float(np.mean(bare_edited)), 4) if bare_edited else None
     return result
 
 
@@ -195,6 +204,11 @@ def markdown_table(result: dict, masks: str) -> str:
             for k in METRICS
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if result.get("bare_faces_edited") is not None:
+        lines += [
+            "",
+            f"The same faces without a mask: ours repaints {result['bare_faces_edited']:.1%} of them.",
+        ]
     if "groups" in result:
         lines += [
             "",
