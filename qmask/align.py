@@ -98,8 +98,9 @@ def soften(faces: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian-blur generated faces ((N,) H, W, 3 uint8) by `sigma` crop pixels.
 
     The generator copies some of a mask's print (dots, stripes, lettering) through its skip
-    connections; a light blur removes that residue. Chosen on the held-out UTKFace slice: sigma 2
-    gave +0.3 dB PSNR inside the mask and +0.02 SSIM over the crop.
+    connections; a light blur removes that residue. Chosen on the held-out UTKFace slice (300
+    faces, drawn masks): with model 1.1, sigma 3 gave 19.59 dB PSNR inside the mask, sigma 2
+    19.45, sigma 1 19.25, at the same SSIM over the crop (0.929).
     """
     if sigma <= 0:
         return faces

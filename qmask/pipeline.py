@@ -52,7 +52,7 @@ class PipelineConfig:
     grow_px: float = 5.0
     feather_px: float = 4.0
     # Blur of the generated face (crop pixels) that removes residue of the mask's print.
-    soften_px: float = 2.0
+    soften_px: float = 3.0
     # Average the generator's predictions for each crop and its mirror image (`run_generator`).
     mirror_average: bool = True
     batch_size: int = 16
