@@ -138,9 +138,9 @@ def test_batch_answers_each_request_and_calls_the_generator_once(handler, contex
     calls = []
     generate = handler.pipeline.generate
 
-    def counting(crops):
+    def counting(crops, inside=None):
         calls.append(len(crops))
-        return generate(crops)
+        return generate(crops, inside)
 
     monkeypatch.setattr(handler.pipeline, "generate", counting)
     noface = io.BytesIO()
