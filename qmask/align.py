@@ -54,11 +54,19 @@ def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -
 
 def inside_photo(shape: tuple[int, int], matrix: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
     """(size, size) float32 weight of crop pixels that come from inside the photo (1) or from its
-    mirrored surroundings (0); training losses count only the former."""
-    ones = np.ones(shape[:2], np.float32)
-    return cv2.warpAffine(
-        ones, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-    )
+    mirrored surroundings (0), ramping over the one pixel between as bilinear sampling does.
+
+    Computed from the crop's pixel positions, not by warping a photo-sized plane: it runs for
+    every face of every photo and video frame.
+    """
+    h, w = shape[:2]
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    inv = invert(matrix)
+    x = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    y = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    along_x = np.clip(np.minimum(x + 1, w - x), 0, 1)
+    along_y = np.clip(np.minimum(y + 1, h - y), 0, 1)
+    return (along_x * along_y).astype(np.float32)
 
 
 def match_monochrome(
