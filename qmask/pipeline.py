@@ -103,6 +103,28 @@ class StageTimer:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
+def generate_faces(
+    generator: torch.nn.Module,
+    crops: np.ndarray,
+    config: PipelineConfig,
+    inside: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256) and finished faces
+    (N, 256, 256, 3) uint8: softened, and toned like the photo when it is monochrome.
+
+    `inside` (N, 256, 256) marks crop pixels that come from the photo (`inside_photo`), not from
+    its mirrored surroundings; it helps tell black-and-white photos (`match_monochrome`).
+    """
+    prob, face = run_generator(generator, crops, device, config.mirror_average)
+    # A generator without a mask output (the pix2pix baseline) repaints the whole crop.
+    prob = np.ones(crops.shape[:3], np.float32) if prob is None else prob
+    photo = prob < config.mask_threshold
+    if inside is not None:
+        photo &= inside > 0.5
+    return prob, match_monochrome(crops, soften(face, config.soften_px), photo)
+
+
 class UnmaskPipeline:
     """Loads the face detector and the generator once; call `unmask_*` for each photo."""
 
@@ -125,22 +147,19 @@ class UnmaskPipeline:
         self.close()
 
     def generate(self, crops: np.ndarray, inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256), faces (N, 256, 256, 3) uint8.
-
-        `inside` (N, 256, 256) marks crop pixels that come from the photo (`inside_photo`), not
-        from its mirrored surroundings; it helps tell black-and-white photos (`match_monochrome`).
-        """
+        """`generate_faces` with this pipeline's generator, in batches of `config.batch_size`."""
         probs, faces = [], []
         for start in range(0, len(crops), self.config.batch_size):
-            batch = crops[start : start + self.config.batch_size]
-            prob, face = run_generator(self.generator, batch, self.device, self.config.mirror_average)
-            # A generator without a mask output (the pix2pix baseline) repaints the whole crop.
-            prob = np.ones(batch.shape[:3], np.float32) if prob is None else prob
-            photo = prob < 0.5
-            if inside is not None:
-                photo &= inside[start : start + len(batch)] > 0.5
+            part = slice(start, start + self.config.batch_size)
+            prob, face = generate_faces(
+                self.generator,
+                crops[part],
+                self.config,
+                None if inside is None else inside[part],
+                self.device,
+            )
             probs.append(prob)
-            faces.append(match_monochrome(batch, soften(face, self.config.soften_px), photo))
+            faces.append(face)
         return np.concatenate(probs), np.concatenate(faces)
 
     def unmask_array(self, rgb: np.ndarray, debug: bool = False) -> UnmaskResult:

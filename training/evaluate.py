@@ -31,13 +31,11 @@ from qmask.align import (
     grow_region,
     inside_photo,
     mask_region,
-    match_monochrome,
-    soften,
     warp_to_crop,
 )
 from qmask.faces import FaceDetector, mesh_eyes
 from qmask.model import load_generator, run_generator
-from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig
+from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig, generate_faces
 from training.data import is_heldout
 from training.landmarks import list_images, load_landmarks
 from training.masks import MaskRenderer
@@ -108,8 +106,8 @@ class Methods:
         self, masked: np.ndarray, mask: np.ndarray, inside: np.ndarray
     ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         cfg = self.config
-        prob, face = self._run(self.ours, masked, cfg.mirror_average)
-        face = match_monochrome(masked, soften(face, cfg.soften_px), (prob < 0.5) & inside)
+        probs, faces = generate_faces(self.ours, masked[None], cfg, inside[None])
+        prob, face = probs[0], faces[0]
         region = mask_region(prob, cfg.mask_threshold)
         weight = grow_region(region, cfg.grow_px, cfg.feather_px)[..., None]
         ours = np.clip(np.rint(weight * face + (1 - weight) * masked), 0, 255).astype(np.uint8)
