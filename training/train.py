@@ -101,7 +101,7 @@ def generator_outputs(
 ):
     """Mask logits (or None), raw face prediction and the composite the discriminator judges.
 
-    Outside the photo (its mirrored surroundings) the composite is the truth, so the discriminator
+    Outside the photo (the stand-in surroundings) the composite is the truth, so the discriminator
     judges only pixels the generator is responsible for.
     """
     mask_logits, face = generator(masked)
@@ -265,14 +265,14 @@ def train(cfg: TrainConfig) -> Path:
         with autocast:
             d_gen = discriminator(masked, composite)
             loss_gan = F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen))
-            # Only pixels inside the photo count: its mirrored surroundings are no face to learn.
+            # Only pixels inside the photo count: its stand-in surroundings are no face to learn.
             weight = inside * (1 + cfg.loss.l1_inside_mask * region)
             loss_l1 = ((face.float() - target).abs() * weight).mean() / weight.mean().clamp_min(1e-6)
             loss_g = cfg.loss.l1 * loss_l1 + cfg.loss.gan * loss_gan
             loss_mask = torch.zeros((), device=device)
             if mask_logits is not None:
-                # The whole crop: the mirrored surroundings show the mask mirrored, and an
-                # untrained mask output there would mark random pixels of wider photos as mask.
+                # The whole crop (beyond the photo the mask is empty): a mask output left
+                # untrained there would mark random pixels of wider photos as mask.
                 hard = (alpha > 0.5).float()
                 logits = mask_logits.float()
                 loss_mask = F.binary_cross_entropy_with_logits(logits, hard) + dice_loss(logits, hard)
