@@ -6,10 +6,9 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/data
 INPUT ?= $(DATA)/real-masked
 OUTPUT ?= out/unmasked
-# The plain pix2pix baseline `make evaluate` compares with, once `make train-baseline` has made it.
-BASELINE ?= runs/cpu_pix2pix_baseline/generator.pt
 
-.PHONY: setup run cli mar serve stop bench-serve test lint bench landmarks train-cpu train-baseline evaluate bench-frozen \
+.PHONY: setup run cli mar serve stop bench-serve test lint bench landmarks pack gpu-pack train-cpu export evaluate \
+	bench-frozen \
 	contact-sheet clean k8s-validate lint-docker images
 
 $(BIN)/.installed: pyproject.toml
@@ -45,7 +44,7 @@ stop:
 	$(BIN)/python -m serve.server stop
 
 bench-serve: setup
-	$(BIN)/python -m serve.bench
+	$(BIN)/python -m benchmarks.serving
 
 test: setup
 	$(BIN)/ruff check .
@@ -56,31 +55,54 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 bench: setup
-	$(BIN)/python -m qmask.bench
+	$(BIN)/python -m benchmarks.photo
 
 # Training and measurement jobs: separate from the tests, their results are recorded in README.
 landmarks: setup
 	$(BIN)/python -m training.landmarks $(DATA)/train/utkface cache/utkface.npz
 	$(BIN)/python -m training.landmarks $(DATA)/eval/lfw cache/lfw.npz
 
-# The default model: cpu.yaml (version 1.0, one core), then cpu_finetune.yaml from it (1.1, both cores).
+# The training photos and their meshes in one file that training holds in memory (held-out slice
+# left out); `make landmarks` first.
+pack: setup
+	$(BIN)/python -m training.pack $(DATA)/train/utkface cache/utkface.npz cache/utkface_pack.npz
+
+# What a lent GPU machine gets along (it cannot see ../shared; 64 MiB in all with the tracked
+# files): as many training faces as fit in GPU_PACK_MIB, and VGG16's convs up to relu3_3. Then
+# training/gpu_train.sh there (README, "Training on a GPU").
+GPU_PACK_MIB ?= 36
+gpu-pack: setup
+	$(BIN)/python -m training.pack $(DATA)/train/utkface cache/utkface.npz cache/gpu/pack.npz --max-mib $(GPU_PACK_MIB)
+	$(BIN)/python -m training.perceptual cache/gpu/vgg16_relu3.npz
+
+# Model 2.0 on this 2-core machine: the segmenter and the inpainter side by side, one core each
+# (the inpainter starts from model 1.1's generator, see training/convert_v1.py), then joined.
+V1_COMMIT ?= 8b2cdeb
 train-cpu: setup
-	$(BIN)/python -m training.train --config training/configs/cpu.yaml
-	$(BIN)/torchrun --nproc_per_node 2 -m training.train --config training/configs/cpu_finetune.yaml
+	git show $(V1_COMMIT):qmask/weights/default.pt > runs/model-1.1.pt
+	$(BIN)/python -m training.convert_v1 runs/model-1.1.pt runs/inpainter_from_1.1.pt
+	OMP_NUM_THREADS=1 $(BIN)/python -m training.train --config training/configs/cpu_segmenter.yaml & \
+	OMP_NUM_THREADS=1 $(BIN)/python -m training.train --config training/configs/cpu_inpainter.yaml; wait
+	$(MAKE) export
 
-train-baseline: setup
-	$(BIN)/python -m training.train --config training/configs/cpu_pix2pix_baseline.yaml
+VERSION ?= 2.0
+export: setup
+	$(BIN)/python -m training.export --segmenter runs/cpu_segmenter/segmenter.pt \
+	  --inpainter runs/cpu_inpainter/inpainter.pt --version $(VERSION) -o runs/model-$(VERSION).pt
 
+WEIGHTS ?= qmask/weights/default.pt
 evaluate: setup
 	for masks in synthetic templates; do \
 	  $(BIN)/python -m training.evaluate --faces $(DATA)/eval/lfw --landmarks cache/lfw.npz --masks $$masks \
-	    --limit 300 $(if $(wildcard $(BASELINE)),--baseline $(BASELINE)) --out out/eval_$$masks.json || exit 1; done
+	    --limit 300 --weights $(WEIGHTS) --out out/eval_$$masks.json || exit 1; done
 	$(BIN)/python -m training.evaluate --faces $(DATA)/train/utkface --landmarks cache/utkface.npz \
-	  --masks synthetic --groups --limit 2000 --out out/eval_groups.json
+	  --masks synthetic --groups --limit 2000 --weights $(WEIGHTS) --out out/eval_groups.json
 
 bench-frozen: setup
-	rm -rf out/bench && $(BIN)/qmask unmask $(DATA)/bench/lfw-synthetic/*_masked.png -o out/bench -q || true
-	$(BIN)/python ../shared/bench/score.py $(DATA)/bench/lfw-synthetic out/bench --json out/bench_score.json
+	rm -rf out/bench && $(BIN)/qmask unmask $(DATA)/bench/lfw-synthetic/*_masked.png -o out/bench -q \
+	  --weights $(WEIGHTS) || true
+	$(BIN)/python ../shared/bench/score.py $(DATA)/bench/lfw-synthetic out/bench --json out/bench_score.json \
+	  --lpips qmask/assets/alexnet.ckpt
 
 contact-sheet: cli
 	$(BIN)/python -m training.contact_sheet $(INPUT) $(OUTPUT) out/sheets/real

@@ -1,4 +1,4 @@
-"""Warp a face to the canonical crop the generator sees, and paste the result back.
+"""Geometry: warp a face to the canonical crop the networks see, and paste the result back.
 
 The alignment uses the two eye centres only: a mask never hides the eyes, whereas landmarks of
 the nose, mouth and jaw are guesses under a mask. Training crops are made by the same function,
@@ -14,8 +14,15 @@ CROP_SIZE = 256
 # Where the eye centres land in the crop: 2.9 eye distances of room below the eyes, so masks
 # that reach well under the chin (and sideways up to the ears) fit inside the crop.
 CANONICAL_EYES = np.array([[100.0, 92.0], [156.0, 92.0]])
-# Between nose tip and mouth in the crop (x0, y0, x1, y1), with room for turned faces.
-MOUTH_AREA = (100, 130, 156, 170)
+
+
+# Mesh indices of the eye corners: image-left eye (subject's right) then image-right eye.
+MESH_EYE_CORNERS = ((33, 133), (362, 263))
+
+
+def mesh_eyes(mesh: np.ndarray) -> np.ndarray:
+    """Eye centres (midpoints of the eye corners) from a 478-point face mesh."""
+    return np.array([(mesh[i] + mesh[j]) / 2 for i, j in MESH_EYE_CORNERS], dtype=np.float64)
 
 
 def eyes_to_crop(eyes: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
@@ -67,89 +74,6 @@ def inside_photo(shape: tuple[int, int], matrix: np.ndarray, size: int = CROP_SI
     along_x = np.clip(np.minimum(x + 1, w - x), 0, 1)
     along_y = np.clip(np.minimum(y + 1, h - y), 0, 1)
     return (along_x * along_y).astype(np.float32)
-
-
-def match_monochrome(
-    crops: np.ndarray, faces: np.ndarray, photo: np.ndarray | None = None, tolerance: float = 3.0
-) -> np.ndarray:
-    """Generated faces ((N,) H, W, 3 uint8) recoloured like their photo when it is black and white
-    or toned (sepia, cyanotype); colour photos keep the generated colours.
-
-    The generator is trained mostly on colour photos and paints skin tones into such photos. Each
-    channel of a monochrome photo is a linear function of its luminance: fitted on the crop's
-    pixels that show the photo (`photo`, (N,) H, W bool: inside the photo and outside the
-    predicted mask, which may be coloured; default all), it counts as monochrome when the fit is
-    off by less than `tolerance` levels (RMS), and the face's luminance is mapped through it.
-    """
-    single = faces.ndim == 3
-    if single:
-        crops, faces = crops[None], faces[None]
-        photo = None if photo is None else photo[None]
-    out = faces.copy()
-    luma = np.array([0.299, 0.587, 0.114])
-    for i, (crop, face) in enumerate(zip(crops, faces, strict=True)):
-        pixels = crop.reshape(-1, 3).astype(np.float64)
-        if photo is not None:
-            pixels = pixels[photo[i].reshape(-1)]
-        if len(pixels) < 64:
-            continue
-        design = np.stack([pixels @ luma, np.ones(len(pixels))], axis=1)
-        coef, *_ = np.linalg.lstsq(design, pixels, rcond=None)
-        if np.sqrt(((design @ coef - pixels) ** 2).mean()) < tolerance:
-            face_luma = face.reshape(-1, 3).astype(np.float64) @ luma
-            recoloured = np.stack([face_luma, np.ones_like(face_luma)], axis=1) @ coef
-            out[i] = np.clip(np.rint(recoloured), 0, 255).reshape(face.shape).astype(np.uint8)
-    return out[0] if single else out
-
-
-def soften(faces: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian-blur generated faces ((N,) H, W, 3 uint8) by `sigma` crop pixels.
-
-    The generator copies some of a mask's print (dots, stripes, lettering) through its skip
-    connections; a light blur removes that residue. Chosen on the held-out UTKFace slice (300
-    faces, drawn masks): with model 1.1, sigma 3 gave 19.59 dB PSNR inside the mask, sigma 2
-    19.45, sigma 1 19.25, at the same SSIM over the crop (0.929).
-    """
-    if sigma <= 0:
-        return faces
-    if faces.ndim == 3:
-        return cv2.GaussianBlur(faces, (0, 0), sigma)
-    return np.stack([cv2.GaussianBlur(face, (0, 0), sigma) for face in faces])
-
-
-def fill_holes(hard: np.ndarray, close_px: int = 9) -> np.ndarray:
-    """Close small gaps and fill enclosed holes: a real mask is one solid piece, and a hole in the
-    prediction (a valve, a printed pattern) would leave a patch of mask in the result."""
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
-    closed = cv2.morphologyEx(hard, cv2.MORPH_CLOSE, kernel)
-    _, labels = cv2.connectedComponents(1 - closed)
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    holes = (closed == 0) & ~np.isin(labels, edge)
-    return (closed.astype(bool) | holes).astype(np.uint8)
-
-
-def mask_region(mask_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """The predicted mask as a solid (H, W) uint8 region: thresholded, holes filled, and only the
-    pieces that reach the mouth area (every mask covers it). Stray pieces elsewhere (a collar,
-    hair, the photo's edge) are dropped rather than repainted with face."""
-    hard = fill_holes((mask_prob >= threshold).astype(np.uint8))
-    _, labels = cv2.connectedComponents(hard)
-    x0, y0, x1, y1 = (np.array(MOUTH_AREA) * mask_prob.shape[0] / CROP_SIZE).round().astype(int)
-    pieces = np.unique(labels[y0:y1, x0:x1])
-    return np.isin(labels, pieces[pieces > 0]).astype(np.uint8)
-
-
-def grow_region(region: np.ndarray, grow: float = 4.0, feather: float = 4.0) -> np.ndarray:
-    """Blend weight in the crop from the hard mask region (`mask_region`).
-
-    The region is grown by `grow` pixels, where the weight is exactly 1, so a half-transparent
-    mask is never blended back; it then falls linearly to 0 over `feather` pixels so no seam
-    shows. Beyond grow + feather the weight is exactly 0.
-    """
-    if not region.any():
-        return np.zeros(region.shape, np.float32)
-    dist = cv2.distanceTransform(1 - region, cv2.DIST_L2, 5)
-    return np.clip((grow + feather - dist) / max(feather, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
 def paste_back(image: np.ndarray, crop: np.ndarray, weight: np.ndarray, matrix: np.ndarray) -> np.ndarray:

@@ -50,7 +50,8 @@ def output_paths(inputs: list[Path], output: Path, folder_input: bool) -> list[P
 
 
 def debug_image(result: UnmaskResult) -> np.ndarray:
-    """The output with face boxes, and per face: crop | mask probability | generated | blend weight."""
+    """The output with face boxes, and per face: crop | mask probability | what the inpainter saw
+    (hole erased) | the crop as shown | blend weight."""
     canvas = result.image.copy()
     for face in result.faces:
         x0, y0, x1, y1 = (round(v) for v in face.box)
@@ -68,8 +69,11 @@ def debug_image(result: UnmaskResult) -> np.ndarray:
         )
     strips = []
     for d in result.debug:
-        grey = [np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2) for m in (d.mask_prob, d.weight)]
-        strips.append(np.hstack([d.crop, grey[0], d.generated, grey[1]]))
+        grey = [
+            np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2) for m in (d.mask_prob, d.edit.weight)
+        ]
+        erased = np.where(d.edit.hole[..., None] > 0, 128, d.crop).astype(np.uint8)
+        strips.append(np.hstack([d.crop, grey[0], erased, d.output, grey[1]]))
     if not strips:
         return canvas
     sheet = np.vstack(strips)
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     unmask.add_argument("--json", action="store_true", help="print one JSON line per photo with its faces")
     unmask.add_argument("--debug", action="store_true", help="also save NAME.debug.png with boxes and masks")
-    unmask.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="generator weights (.pt)")
+    unmask.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="model file (.pt)")
     unmask.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     unmask.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     args = parser.parse_args(argv)

@@ -16,10 +16,8 @@ import mediapipe as mp
 import numpy as np
 from mediapipe.tasks.python import BaseOptions, vision
 
+from qmask.align import mesh_eyes
 from qmask.assets import asset_path
-
-# Mesh indices of the eye corners: image-left eye (subject's right) then image-right eye.
-MESH_EYE_CORNERS = ((33, 133), (362, 263))
 
 
 @dataclass(frozen=True)
@@ -68,11 +66,6 @@ def _containment(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
     return ix * iy / smaller if smaller > 0 else 0.0
-
-
-def mesh_eyes(mesh: np.ndarray) -> np.ndarray:
-    """Eye centres (midpoints of the eye corners) from a 478-point mesh."""
-    return np.array([(mesh[i] + mesh[j]) / 2 for i, j in MESH_EYE_CORNERS], dtype=np.float64)
 
 
 class FaceDetector:
@@ -132,6 +125,10 @@ class FaceDetector:
                 face.mesh = self.fit_mesh(rgb, face.box)
                 if face.mesh is not None:
                     face.eyes = mesh_eyes(face.mesh)
+        for face in faces:
+            # A face at the photo's edge has a box reaching past it; callers get the part in the photo.
+            x0, y0, x1, y1 = face.box
+            face.box = (max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1))
         return sorted(faces, key=lambda f: -f.size)
 
     def fit_mesh(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:

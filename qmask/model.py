@@ -1,13 +1,18 @@
-"""The mask-aware Pix2Pix generator, its PatchGAN discriminator, and weight files.
+"""The two networks of a QMask model, their discriminator, and model files.
 
-`MaskAwareUNet` sees the masked, aligned face and predicts two things: where the mask is (one
-logit channel) and the face beneath it (three channels). The result is the composite: predicted
-face inside the mask, input everywhere else. To serve at well under 100 ms per face on two CPU
-cores, the U-Net works at half resolution: the 256x256 input is folded into 128x128x12 by a pixel
-unshuffle and unfolded again at the end, and its middle runs residual blocks at 8x8, where each 3x3 conv
-already sees most of the face (inpainting needs context from the cheeks and the eyes).
+Stage 1, `Segmenter`: where is the mask on the aligned face crop (one logit per pixel).
+Stage 2, `Inpainter`: the Pix2Pix generator. It gets the crop with the hole (the grown mask
+region) erased and the hole as a fourth channel, and paints the whole face; the pipeline keeps its
+output inside the hole only. It never sees a pixel of the mask, so neither the mask's colour nor
+its print can leak into the new lower face, and it is trained on bare faces with mask-shaped holes.
 
-`UNet256` is the reference pix2pix generator (Isola et al., 2017), kept as the baseline.
+Both are the same `FoldedUNet`: to run well under 100 ms per face on two CPU cores, the 256x256
+input is folded into 128x128 by a pixel unshuffle and unfolded again at the end, and the middle
+runs residual blocks at 8x8, where each 3x3 conv already sees most of the face (painting a lower
+face needs context from the cheeks and the eyes).
+
+`MultiScaleDiscriminator` is the Pix2PixHD critic: 70x70 PatchGANs at full and half resolution,
+returning their intermediate features for the feature-matching loss.
 """
 
 from __future__ import annotations
@@ -21,18 +26,26 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+# A model file is format 2: the two-stage model. Format 1 (models 1.0 and 1.1) was one network.
+MODEL_FORMAT = 2
+
 
 @dataclass(frozen=True)
-class GeneratorConfig:
-    arch: str = "mask_aware_unet"  # or "unet256" (plain pix2pix baseline)
+class UNetConfig:
+    in_channels: int
+    out_channels: int
     base_channels: int = 32
     max_channels: int = 256
     depth: int = 4  # downsamplings after the pixel unshuffle: 128 -> 8
     bottleneck_blocks: int = 6
 
     @classmethod
-    def from_dict(cls, data: dict) -> GeneratorConfig:
+    def from_dict(cls, data: dict) -> UNetConfig:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+SEGMENTER = UNetConfig(in_channels=3, out_channels=1, base_channels=16, max_channels=128, bottleneck_blocks=3)
+INPAINTER = UNetConfig(in_channels=4, out_channels=3)
 
 
 def _conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -76,25 +89,27 @@ class _Up(nn.Module):
         return self.conv(x + skip)
 
 
-class MaskAwareUNet(nn.Module):
-    """Input: (N, 3, 256, 256) in [-1, 1]. Output: mask logits (N, 1, H, W) and face (N, 3, H, W)."""
+class FoldedUNet(nn.Module):
+    """(N, in_channels, H, W) -> (N, out_channels, H, W), H and W divisible by 2**(depth + 1)."""
 
-    def __init__(self, config: GeneratorConfig) -> None:
+    def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         widths = [min(config.base_channels * 2**i, config.max_channels) for i in range(config.depth + 1)]
+        folded = 4 * config.in_channels
         self.stem = nn.Sequential(
-            nn.PixelUnshuffle(2), nn.Conv2d(12, widths[0], 3, 1, 1), nn.LeakyReLU(0.2, True)
+            nn.PixelUnshuffle(2), nn.Conv2d(folded, widths[0], 3, 1, 1), nn.LeakyReLU(0.2, True)
         )
         self.down = nn.ModuleList(
             _conv_block(widths[i], widths[i + 1], stride=2) for i in range(config.depth)
         )
         self.middle = nn.Sequential(*(_ResBlock(widths[-1]) for _ in range(config.bottleneck_blocks)))
         self.up = nn.ModuleList(_Up(widths[i + 1], widths[i]) for i in reversed(range(config.depth)))
-        # 4 output channels (mask logit + RGB) per pixel of the 256 grid, folded back by the shuffle.
-        self.head = nn.Sequential(nn.Conv2d(widths[0] + 12, 4 * 4, 3, 1, 1), nn.PixelShuffle(2))
+        # The folded input joins the last features, so the output can keep full-resolution detail.
+        self.head = nn.Sequential(
+            nn.Conv2d(widths[0] + folded, 4 * config.out_channels, 3, 1, 1), nn.PixelShuffle(2)
+        )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        folded = F.pixel_unshuffle(x, 2)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stem(x)
         skips = [h]
         for down in self.down:
@@ -103,98 +118,128 @@ class MaskAwareUNet(nn.Module):
         h = self.middle(skips.pop())
         for up in self.up:
             h = up(h, skips.pop())
-        out = self.head(torch.cat([h, folded], dim=1))
-        return out[:, :1], torch.tanh(out[:, 1:])
+        return self.head(torch.cat([h, F.pixel_unshuffle(x, 2)], dim=1))
 
 
-class UNet256(nn.Module):
-    """The original pix2pix U-Net-256 generator (8 downsamplings, ngf 64, dropout in the decoder)."""
+class Segmenter(nn.Module):
+    """Aligned crop (N, 3, 256, 256) in [-1, 1] -> mask logits (N, 1, 256, 256)."""
 
-    def __init__(self, ngf: int = 64) -> None:
+    def __init__(self, config: UNetConfig = SEGMENTER) -> None:
         super().__init__()
-        w = [ngf, ngf * 2, ngf * 4, ngf * 8, ngf * 8, ngf * 8, ngf * 8, ngf * 8]
-        self.down = nn.ModuleList()
-        c_in = 3
-        for i, c in enumerate(w):
-            layers: list[nn.Module] = [] if i == 0 else [nn.LeakyReLU(0.2, True)]
-            layers.append(nn.Conv2d(c_in, c, 4, 2, 1, bias=False))
-            if 0 < i < len(w) - 1:
-                layers.append(nn.BatchNorm2d(c))
-            self.down.append(nn.Sequential(*layers))
-            c_in = c
-        self.up = nn.ModuleList()
-        for i in reversed(range(len(w))):
-            c_out = 3 if i == 0 else w[i - 1]
-            c_up_in = w[i] if i == len(w) - 1 else w[i] * 2
-            layers = [nn.ReLU(True), nn.ConvTranspose2d(c_up_in, c_out, 4, 2, 1, bias=i == 0)]
-            if i > 0:
-                layers.append(nn.BatchNorm2d(c_out))
-                if len(w) - 5 < i < len(w) - 1:
-                    layers.append(nn.Dropout(0.5))
-            else:
-                layers.append(nn.Tanh())
-            self.up.append(nn.Sequential(*layers))
+        self.config = config
+        self.net = FoldedUNet(config)
 
-    def forward(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
-        skips = []
-        for down in self.down:
-            x = down(x)
-            skips.append(x)
-        x = self.up[0](skips.pop())
-        for up in self.up[1:]:
-            x = up(torch.cat([x, skips.pop()], dim=1))
-        return None, x
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.net(image)
+
+
+class Inpainter(nn.Module):
+    """Aligned crop (N, 3, 256, 256) in [-1, 1] and hole (N, 1, 256, 256), 1 where the face is to be
+    painted -> the whole face (N, 3, 256, 256) in [-1, 1].
+
+    The hole's pixels are erased here, not by the caller, so nothing of what lies under the hole
+    (the mask) can reach the output whatever is passed in.
+    """
+
+    def __init__(self, config: UNetConfig = INPAINTER) -> None:
+        super().__init__()
+        self.config = config
+        self.net = FoldedUNet(config)
+
+    def forward(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        hole = (hole > 0.5).to(image.dtype)
+        erased = image * (1 - hole)  # 0 is mid grey in [-1, 1]
+        return torch.tanh(self.net(torch.cat([erased, hole], dim=1)))
 
 
 class PatchDiscriminator(nn.Module):
-    """70x70 PatchGAN on (condition, image) pairs: one real/fake logit per overlapping patch."""
+    """70x70 PatchGAN: one real/fake logit per overlapping patch, plus the features on the way."""
 
-    def __init__(self, in_channels: int = 6, ndf: int = 64) -> None:
+    def __init__(self, in_channels: int, ndf: int = 64) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(in_channels, ndf, 4, 2, 1),
-            nn.LeakyReLU(0.2, True),
-            _conv_block(ndf, ndf * 2, stride=2),
-            _conv_block(ndf * 2, ndf * 4, stride=2),
-            nn.Conv2d(ndf * 4, ndf * 8, 4, 1, 1, bias=False),
-            nn.BatchNorm2d(ndf * 8),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 8, 1, 4, 1, 1),
+        self.layers = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)),
+                _conv_block(ndf, ndf * 2, stride=2),
+                _conv_block(ndf * 2, ndf * 4, stride=2),
+                nn.Sequential(
+                    nn.Conv2d(ndf * 4, ndf * 8, 4, 1, 1, bias=False),
+                    nn.BatchNorm2d(ndf * 8),
+                    nn.LeakyReLU(0.2, True),
+                ),
+                nn.Conv2d(ndf * 8, 1, 4, 1, 1),
+            ]
         )
 
-    def forward(self, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([condition, image], dim=1))
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        return features  # the last one is the logit map
 
 
-def build_generator(config: GeneratorConfig) -> nn.Module:
-    if config.arch == "mask_aware_unet":
-        return MaskAwareUNet(config)
-    if config.arch == "unet256":
-        return UNet256()
-    raise ValueError(f"unknown generator arch {config.arch!r}")
+class MultiScaleDiscriminator(nn.Module):
+    """PatchGANs on (condition, image): the fine one at full resolution, each further one at half
+    the previous resolution (`scales` in all). The coarse ones judge the face's overall shape, the
+    fine one its texture. `fine_window` (rows, columns) lets the fine one look at that part of the
+    image only, where the painting is, at a fraction of the cost."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        ndf: int = 64,
+        scales: int = 2,
+        fine_window: tuple[slice, slice] | None = None,
+    ) -> None:
+        super().__init__()
+        self.critics = nn.ModuleList(PatchDiscriminator(in_channels, ndf) for _ in range(scales))
+        self.fine_window = fine_window
+
+    def forward(self, condition: torch.Tensor, image: torch.Tensor) -> list[list[torch.Tensor]]:
+        x = torch.cat([condition, image], dim=1)
+        outputs = []
+        for i, critic in enumerate(self.critics):
+            if i == 0 and self.fine_window is not None:
+                outputs.append(critic(x[..., self.fine_window[0], self.fine_window[1]]))
+                continue
+            if i:
+                x = F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+            outputs.append(critic(x))
+        return outputs
+
+
+def _to_input(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1] on `device`."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
 @torch.inference_mode()
-def run_generator(
-    generator: nn.Module, crops: np.ndarray, device: torch.device | str = "cpu", mirror_average: bool = False
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256) or None for a generator
-    without a mask output, and generated faces (N, 256, 256, 3) uint8.
+def run_segmenter(
+    segmenter: nn.Module, crops: np.ndarray, device: torch.device | str = "cpu", mirror_average: bool = False
+) -> np.ndarray:
+    """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256) float32.
 
-    `mirror_average` also runs the mirrored crops and averages both predictions (mirrored back):
-    twice the generator time for a steadier mask and face.
+    `mirror_average` also runs the mirrored crops and averages both logits (mirrored back).
     """
-    x = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    x = _to_input(crops, device)
     if mirror_average:
         x = torch.cat([x, x.flip(-1)])
-    mask_logits, face = generator(x)
+    logits = segmenter(x).float()
     if mirror_average:
-        n = len(crops)
-        face = (face[:n] + face[n:].flip(-1)) / 2
-        mask_logits = None if mask_logits is None else (mask_logits[:n] + mask_logits[n:].flip(-1)) / 2
-    faces = face.float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
-    probs = None if mask_logits is None else torch.sigmoid(mask_logits.float())[:, 0].cpu().numpy()
-    return probs, faces
+        logits = (logits[: len(crops)] + logits[len(crops) :].flip(-1)) / 2
+    return torch.sigmoid(logits)[:, 0].cpu().numpy()
+
+
+@torch.inference_mode()
+def run_inpainter(
+    inpainter: nn.Module, crops: np.ndarray, holes: np.ndarray, device: torch.device | str = "cpu"
+) -> np.ndarray:
+    """(N, 256, 256, 3) uint8 crops and (N, 256, 256) holes (1: paint) -> faces (N, 256, 256, 3) uint8."""
+    hole = torch.from_numpy(np.ascontiguousarray(holes, dtype=np.float32)).to(device)[:, None]
+    face = inpainter(_to_input(crops, device), hole).float()
+    return face.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def fuse_batchnorm(module: nn.Module) -> nn.Module:
@@ -216,25 +261,74 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def save_generator(
-    path: Path, generator: nn.Module, config: GeneratorConfig, meta: dict | None = None
-) -> None:
-    """Weights in half precision (small to ship) plus the config needed to rebuild the network."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in generator.state_dict().items()}
+STAGES = {"segmenter": Segmenter, "inpainter": Inpainter}
+
+
+@dataclass
+class QMaskModel:
+    """Both stages in eval mode (batch norm folded) and what the model file says about them."""
+
+    segmenter: Segmenter
+    inpainter: Inpainter
+    meta: dict
+
+    @property
+    def configs(self) -> dict[str, UNetConfig]:
+        return {"segmenter": self.segmenter.config, "inpainter": self.inpainter.config}
+
+
+def save_networks(path: Path, networks: dict[str, nn.Module], meta: dict | None = None) -> None:
+    """A model file: each stage's config and half-precision weights (small to ship), and `meta`
+    (version, training provenance). A training run writes one stage; a shipped model has both."""
+    payload = {
+        "format": MODEL_FORMAT,
+        "networks": {
+            name: {
+                "config": asdict(net.config),
+                "state_dict": {
+                    k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()
+                },
+            }
+            for name, net in networks.items()
+        },
+        "meta": meta or {},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": asdict(config), "meta": meta or {}, "state_dict": state}, path)
+    torch.save(payload, path)
 
 
-def read_generator(path: Path) -> tuple[GeneratorConfig, dict[str, torch.Tensor], dict]:
-    """Config, float32 training-form weights (batch norm not fused) and meta of a saved generator."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    return GeneratorConfig.from_dict(ckpt["config"]), state, ckpt.get("meta", {})
+def read_networks(path: Path) -> tuple[dict[str, tuple[UNetConfig, dict[str, torch.Tensor]]], dict]:
+    """{stage: (config, float32 training-form weights)} and the meta of a model file."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != MODEL_FORMAT:
+        raise ValueError(
+            f"{path} is not a two-stage QMask model file (format {payload.get('format', 1)}, "
+            f"this version reads format {MODEL_FORMAT})"
+        )
+    networks = {
+        name: (
+            UNetConfig.from_dict(entry["config"]),
+            {k: v.float() if v.is_floating_point() else v for k, v in entry["state_dict"].items()},
+        )
+        for name, entry in payload["networks"].items()
+    }
+    return networks, payload.get("meta", {})
 
 
-def load_generator(path: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, GeneratorConfig, dict]:
-    """An eval-mode generator from a file written by `save_generator`."""
-    config, state, meta = read_generator(path)
-    generator = build_generator(config)
-    generator.load_state_dict(state)
-    return fuse_batchnorm(generator.eval()).to(device), config, meta
+def build_network(stage: str, config: UNetConfig, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    net = STAGES[stage](config)
+    if state is not None:
+        net.load_state_dict(state)
+    return net
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> QMaskModel:
+    """Both stages of a model file, ready for inference on `device`."""
+    networks, meta = read_networks(path)
+    missing = set(STAGES) - set(networks)
+    if missing:
+        raise ValueError(f"{path} lacks the {', '.join(sorted(missing))} stage")
+    nets = {
+        stage: fuse_batchnorm(build_network(stage, *networks[stage]).eval()).to(device) for stage in STAGES
+    }
+    return QMaskModel(segmenter=nets["segmenter"], inpainter=nets["inpainter"], meta=meta)

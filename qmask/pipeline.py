@@ -1,5 +1,7 @@
-"""The whole job, one way through: decode -> detect -> align -> generate -> composite -> paste back
--> encode. Adapters (CLI, TorchServe handler) call `UnmaskPipeline` and nothing below it."""
+"""The whole job, one way through: decode -> detect -> align -> segment -> plan the edit -> inpaint
+-> paste back -> encode. Adapters (CLI, TorchServe handler) call `UnmaskPipeline`; video and
+evaluation call its stage methods (`segment`, `plan`, `inpaint`, `unmask_crops`), so every path
+through the product makes the same decisions."""
 
 from __future__ import annotations
 
@@ -12,19 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmask.align import (
-    eyes_to_crop,
-    grow_region,
-    inside_photo,
-    mask_region,
-    match_monochrome,
-    paste_back,
-    soften,
-    warp_to_crop,
-)
+from qmask.align import eyes_to_crop, inside_photo, paste_back, warp_to_crop
+from qmask.blend import BlendConfig, Edit, blend, match_monochrome, plan_edit
 from qmask.faces import DetectorConfig, Face, FaceDetector
 from qmask.imageio import DecodedImage, ImageError, ImageLimits, decode, encode
-from qmask.model import load_generator, run_generator
+from qmask.model import load_model, run_inpainter, run_segmenter
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 
@@ -45,16 +39,11 @@ class PipelineConfig:
     device: str = "cpu"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     limits: ImageLimits = field(default_factory=ImageLimits)
+    blend: BlendConfig = field(default_factory=BlendConfig)
     max_faces: int = 16
-    # A face is edited only if the predicted mask covers at least this share of its crop.
-    min_mask_fraction: float = 0.08
-    mask_threshold: float = 0.5
-    grow_px: float = 5.0
-    feather_px: float = 4.0
-    # Blur of the generated face (crop pixels) that removes residue of the mask's print.
-    soften_px: float = 3.0
-    # Average the generator's predictions for each crop and its mirror image (`run_generator`).
-    mirror_average: bool = True
+    # Average the segmenter's probabilities for each crop and its mirror image: a steadier region
+    # for a few milliseconds (the segmenter is small; the inpainter runs once).
+    mirror_segment: bool = True
     batch_size: int = 16
 
 
@@ -62,7 +51,7 @@ class PipelineConfig:
 class FaceResult:
     box: tuple[float, float, float, float]
     score: float
-    mask_fraction: float  # share of the aligned crop predicted to be mask
+    mask_fraction: float  # share of the aligned crop in the predicted mask region
     edited: bool
 
     def to_json(self) -> dict:
@@ -75,13 +64,18 @@ class FaceResult:
 
 
 @dataclass
-class FaceDebug:
-    """What the generator saw and produced for one face, in the canonical crop."""
+class CropResult:
+    """One face through segment, plan and inpaint, in the canonical crop."""
 
-    crop: np.ndarray
-    mask_prob: np.ndarray
-    generated: np.ndarray
-    weight: np.ndarray
+    crop: np.ndarray  # what the networks saw (256x256x3 uint8)
+    mask_prob: np.ndarray  # segmenter's probabilities (256x256 float32)
+    edit: Edit
+    painted: np.ndarray | None  # the inpainter's face (toned like the photo), None when not edited
+
+    @property
+    def output(self) -> np.ndarray:
+        """The crop as the photo will show it."""
+        return self.crop if self.painted is None else blend(self.crop, self.painted, self.edit.weight)
 
 
 @dataclass
@@ -89,7 +83,7 @@ class UnmaskResult:
     image: np.ndarray  # HxWx3 uint8 RGB, the input's size
     faces: list[FaceResult]
     timings: dict[str, float]  # seconds per stage
-    debug: list[FaceDebug] = field(default_factory=list)
+    debug: list[CropResult] = field(default_factory=list)
 
 
 class StageTimer:
@@ -103,38 +97,16 @@ class StageTimer:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
-def generate_faces(
-    generator: torch.nn.Module,
-    crops: np.ndarray,
-    config: PipelineConfig,
-    inside: np.ndarray | None = None,
-    device: torch.device | str = "cpu",
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256) and finished faces
-    (N, 256, 256, 3) uint8: softened, and toned like the photo when it is monochrome.
-
-    `inside` (N, 256, 256) marks crop pixels that come from the photo (`inside_photo`), not from
-    its mirrored surroundings; it helps tell black-and-white photos (`match_monochrome`).
-    """
-    prob, face = run_generator(generator, crops, device, config.mirror_average)
-    # A generator without a mask output (the pix2pix baseline) repaints the whole crop.
-    prob = np.ones(crops.shape[:3], np.float32) if prob is None else prob
-    photo = prob < config.mask_threshold
-    if inside is not None:
-        photo &= inside > 0.5
-    return prob, match_monochrome(crops, soften(face, config.soften_px), photo)
-
-
 class UnmaskPipeline:
-    """Loads the face detector and the generator once; call `unmask_*` for each photo."""
+    """Loads the face detector and both networks once; call `unmask_*` for each photo."""
 
     def __init__(self, config: PipelineConfig | None = None) -> None:
         self.config = config or PipelineConfig()
         weights = Path(self.config.weights)
         if not weights.is_file():
-            raise FileNotFoundError(f"generator weights {weights} not found")
+            raise FileNotFoundError(f"model weights {weights} not found")
         self.device = torch.device(self.config.device)
-        self.generator, self.generator_config, self.model_meta = load_generator(weights, self.device)
+        self.model = load_model(weights, self.device)
         self.detector = FaceDetector(self.config.detector)
 
     def close(self) -> None:
@@ -146,21 +118,57 @@ class UnmaskPipeline:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def generate(self, crops: np.ndarray, inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """`generate_faces` with this pipeline's generator, in batches of `config.batch_size`."""
-        probs, faces = [], []
-        for start in range(0, len(crops), self.config.batch_size):
-            part = slice(start, start + self.config.batch_size)
-            prob, face = generate_faces(
-                self.generator,
-                crops[part],
-                self.config,
-                None if inside is None else inside[part],
-                self.device,
-            )
-            probs.append(prob)
-            faces.append(face)
-        return np.concatenate(probs), np.concatenate(faces)
+    def _batched(self, run, *arrays: np.ndarray) -> np.ndarray:
+        size = self.config.batch_size
+        parts = [run(*(a[i : i + size] for a in arrays)) for i in range(0, len(arrays[0]), size)]
+        return np.concatenate(parts)
+
+    def segment(self, crops: np.ndarray) -> np.ndarray:
+        """Stage 1: (N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256) float32."""
+        return self._batched(
+            lambda part: run_segmenter(self.model.segmenter, part, self.device, self.config.mirror_segment),
+            crops,
+        )
+
+    def plan(self, mask_prob: np.ndarray) -> Edit:
+        """The region, the decision and the blend weight for one face (`qmask.blend.plan_edit`)."""
+        return plan_edit(mask_prob, self.config.blend)
+
+    def inpaint(self, crops: np.ndarray, edits: list[Edit], inside: np.ndarray | None = None) -> np.ndarray:
+        """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, toned like the
+        photo when it is monochrome. `inside` (N, 256, 256) marks crop pixels that come from the
+        photo, not from its mirrored surroundings (`inside_photo`); it helps tell grey photos."""
+        holes = np.stack([edit.hole for edit in edits])
+        painted = self._batched(
+            lambda c, h: run_inpainter(self.model.inpainter, c, h, self.device), crops, holes
+        )
+        # The photo's own pixels: outside the hole (which may be coloured mask) and inside the photo.
+        photo = holes < 0.5
+        if inside is not None:
+            photo &= inside > 0.5
+        return match_monochrome(crops, painted, photo)
+
+    def unmask_crops(
+        self, crops: np.ndarray, inside: np.ndarray | None = None, timer: StageTimer | None = None
+    ) -> list[CropResult]:
+        """Segment, plan and inpaint aligned crops (N, 256, 256, 3); only faces with a mask are painted."""
+        timer = timer or StageTimer()
+        with timer("segment"):
+            probs = self.segment(crops)
+        with timer("plan"):
+            edits = [self.plan(prob) for prob in probs]
+        chosen = [i for i, edit in enumerate(edits) if edit.edited]
+        painted: dict[int, np.ndarray] = {}
+        if chosen:
+            with timer("inpaint"):
+                faces = self.inpaint(
+                    crops[chosen], [edits[i] for i in chosen], None if inside is None else inside[chosen]
+                )
+            painted = dict(zip(chosen, faces, strict=True))
+        return [
+            CropResult(crop=crop, mask_prob=prob, edit=edit, painted=painted.get(i))
+            for i, (crop, prob, edit) in enumerate(zip(crops, probs, edits, strict=True))
+        ]
 
     def unmask_array(self, rgb: np.ndarray, debug: bool = False) -> UnmaskResult:
         """Unmask every masked face in an RGB uint8 image; raises NoFaceError / TooManyFacesError."""
@@ -169,64 +177,57 @@ class UnmaskPipeline:
             raise result
         return result
 
-    def unmask_arrays(self, images: list[np.ndarray], debug: bool = False) -> list[UnmaskResult | ImageError]:
-        """Unmask several images with one generator call for all their faces (server batches).
+    def detect(self, rgb: np.ndarray) -> list[Face] | ImageError:
+        """The faces of one photo, or the error it gets (none, or more than `max_faces`)."""
+        faces = self.detector.detect(rgb)
+        if not faces:
+            return NoFaceError("no face was found in the image")
+        if len(faces) > self.config.max_faces:
+            return TooManyFacesError(f"{len(faces)} faces found; the limit is {self.config.max_faces}")
+        return faces
 
-        Each item is the image's result, or the error that image got (no face, too many faces),
-        so one bad photo does not fail the others. Timings are those of the whole batch.
+    def unmask_arrays(self, images: list[np.ndarray], debug: bool = False) -> list[UnmaskResult | ImageError]:
+        """Unmask several images with one batch through each network for all their faces (server
+        batches). Each item is the image's result, or the error that image got (no face, too many
+        faces), so one bad photo does not fail the others. Timings are those of the whole batch.
         """
         timer = StageTimer()
-        faces_per_image: list[list[Face] | ImageError] = []
         with timer("detect"):
-            for rgb in images:
-                faces = self.detector.detect(rgb)
-                if not faces:
-                    faces_per_image.append(NoFaceError("no face was found in the image"))
-                elif len(faces) > self.config.max_faces:
-                    faces_per_image.append(
-                        TooManyFacesError(f"{len(faces)} faces found; the limit is {self.config.max_faces}")
-                    )
-                else:
-                    faces_per_image.append(faces)
+            found = [self.detect(rgb) for rgb in images]
         with timer("align"):
             jobs = [
                 (index, face, eyes_to_crop(face.eyes))
-                for index, faces in enumerate(faces_per_image)
+                for index, faces in enumerate(found)
                 if not isinstance(faces, ImageError)
                 for face in faces
             ]
-            crops = [warp_to_crop(images[i], m) for i, _, m in jobs]
-            inside = [inside_photo(images[i].shape, m) for i, _, m in jobs]
-        probs, generated = [], []
-        if jobs:
-            with timer("generate"):
-                probs, generated = self.generate(np.stack(crops), np.stack(inside))
+            crops = np.stack([warp_to_crop(images[i], m) for i, _, m in jobs]) if jobs else None
+            inside = np.stack([inside_photo(images[i].shape, m) for i, _, m in jobs]) if jobs else None
+        crop_results = self.unmask_crops(crops, inside, timer) if jobs else []
         outputs = {i: images[i].copy() for i, _, _ in jobs}
         face_results: dict[int, list[FaceResult]] = {i: [] for i in outputs}
-        debugs: dict[int, list[FaceDebug]] = {i: [] for i in outputs}
-        cfg = self.config
-        for (index, face, matrix), crop, prob, gen in zip(jobs, crops, probs, generated, strict=True):
-            with timer("composite"):
-                region = mask_region(prob, cfg.mask_threshold)
-                fraction = float(region.mean())
-                edited = fraction >= cfg.min_mask_fraction
-                weight = grow_region(region, cfg.grow_px, cfg.feather_px) if edited else None
-            if edited:
+        debugs: dict[int, list[CropResult]] = {i: [] for i in outputs}
+        for (index, face, matrix), result in zip(jobs, crop_results, strict=True):
+            if result.painted is not None:
                 with timer("paste_back"):
-                    paste_back(outputs[index], gen, weight, matrix)
+                    paste_back(outputs[index], result.painted, result.edit.weight, matrix)
             face_results[index].append(
-                FaceResult(box=face.box, score=face.score, mask_fraction=fraction, edited=edited)
+                FaceResult(
+                    box=face.box,
+                    score=face.score,
+                    mask_fraction=result.edit.fraction,
+                    edited=result.edit.edited,
+                )
             )
             if debug:
-                blend = weight if weight is not None else np.zeros_like(prob)
-                debugs[index].append(FaceDebug(crop=crop, mask_prob=prob, generated=gen, weight=blend))
+                debugs[index].append(result)
         return [
             faces
             if isinstance(faces, ImageError)
             else UnmaskResult(
                 image=outputs[i], faces=face_results[i], timings=dict(timer.seconds), debug=debugs[i]
             )
-            for i, faces in enumerate(faces_per_image)
+            for i, faces in enumerate(found)
         ]
 
     def unmask_bytes(

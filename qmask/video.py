@@ -6,9 +6,10 @@ size rather than by the clip's length:
 1. decode -> detect, keeping only the faces of each frame;
 2. track faces across frames by box overlap and smooth each track's eye positions over time
    (the alignment then glides instead of jittering with the detector's noise);
-3. decode again -> align with the smoothed eyes -> generate (faces of several frames in one batch)
-   -> composite (mask probability and generated face averaged over time in the canonical crop, where
-   they are stable once alignment is) -> paste back -> encode H.264 MP4, copying the audio stream.
+3. decode again -> align with the smoothed eyes -> segment (faces of several frames in one batch)
+   -> average the mask probability over time per face and plan the edit -> inpaint -> average the
+   painted face over time (both in the canonical crop, where they are stable once alignment is)
+   -> paste back -> encode H.264 MP4, copying the audio stream.
 
 Frame timestamps are copied, so frame rate (variable rates too), frame count and duration are
 kept; frames are processed upright and written back in their stored orientation with the input's
@@ -27,7 +28,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from qmask.align import eyes_to_crop, grow_region, inside_photo, mask_region, paste_back, warp_to_crop
+from qmask.align import eyes_to_crop, inside_photo, paste_back, warp_to_crop
 from qmask.faces import Face, box_iou
 from qmask.imageio import ImageError
 from qmask.pipeline import NoFaceError, StageTimer, UnmaskPipeline
@@ -67,6 +68,11 @@ class VideoLimits:
     # Either orientation: 1920x1080 and 1080x1920 both pass.
     max_long_side: int = 1920
     max_short_side: int = 1080
+    # Work grows with frames, not seconds or bytes: a small 120 fps clip of 80 KB pinned a CPU worker
+    # for minutes. 900 frames (30 s at 30 fps) take about 3 minutes on one CPU worker, well inside
+    # TorchServe's responseTimeout for clips.
+    max_frames: int = 900
+    max_fps: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,11 @@ def looks_like_video(head: bytes) -> bool:
     return head[4:8] in (b"ftyp", b"wide", b"mdat", b"moov", b"free") or head[:4] == b"\x1a\x45\xdf\xa3"
 
 
+# FFmpeg demuxers of the containers we take; FFmpeg would also open a PNG or JPEG as a one-frame
+# "video" (image2 pipes), which is not a clip.
+VIDEO_DEMUXERS = {"mov", "mp4", "matroska", "webm"}
+
+
 def _open_input(source: bytes | Path) -> av.container.InputContainer:
     if isinstance(source, bytes):
         head = source[:12]
@@ -178,11 +189,18 @@ def _open_input(source: bytes | Path) -> av.container.InputContainer:
         with Path(source).open("rb") as file:
             head = file.read(12)
     try:
-        return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r")
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r")
     except av.error.FFmpegError as exc:
         if looks_like_video(head):
             raise TruncatedVideoError(f"the video is truncated or corrupt ({exc})") from exc
         raise NotAVideoError("the data is not a video (expected MP4, QuickTime or WebM)") from exc
+    if not VIDEO_DEMUXERS & set(container.format.name.split(",")):
+        container.close()
+        raise NotAVideoError(
+            f"the data is not a video but {container.format.long_name or container.format.name} "
+            "(expected MP4, QuickTime or WebM)"
+        )
+    return container
 
 
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -216,14 +234,23 @@ def check_limits(source: bytes | Path, limits: VideoLimits) -> None:
             raise VideoTooLargeError(
                 f"the video lasts {seconds:.1f} s; the limit is {limits.max_seconds:g} s"
             )
+        rate = stream.average_rate or stream.guessed_rate
+        if rate is not None and float(rate) > limits.max_fps:
+            raise VideoTooLargeError(
+                f"the video has {float(rate):.0f} frames per second; the limit is {limits.max_fps:g}"
+            )
+        frames = stream.frames or (round(seconds * float(rate)) if seconds and rate else 0)
+        if frames > limits.max_frames:
+            raise VideoTooLargeError(f"the video has {frames} frames; the limit is {limits.max_frames}")
 
 
 def _frames(
-    container: av.container.InputContainer, max_seconds: float | None
+    container: av.container.InputContainer, limits: VideoLimits | None
 ) -> Iterator[av.VideoFrame | av.Packet]:
     """Decoded video frames, and the audio stream's packets as they come (for copying)."""
     video = container.streams.video[0]
     streams = [video, *container.streams.audio[:1]]
+    count = 0
     try:
         for packet in container.demux(streams):
             if packet.stream.type == "audio":
@@ -231,16 +258,19 @@ def _frames(
                     yield packet
                 continue
             for frame in packet.decode():
-                # Streams without a duration in their header are checked as they play.
-                if max_seconds is not None and frame.time is not None and frame.time > max_seconds:
-                    raise VideoTooLargeError(f"the video lasts over {max_seconds:g} s, the limit")
+                # Streams whose header lacks a duration or frame count are checked as they play.
+                count += 1
+                if limits is not None and frame.time is not None and frame.time > limits.max_seconds:
+                    raise VideoTooLargeError(f"the video lasts over {limits.max_seconds:g} s, the limit")
+                if limits is not None and count > limits.max_frames:
+                    raise VideoTooLargeError(f"the video has over {limits.max_frames} frames, the limit")
                 yield frame
     except av.error.FFmpegError as exc:
         raise TruncatedVideoError(f"the video is truncated or corrupt ({exc})") from exc
 
 
 class _Renderer:
-    """Pass 2: frames come in order, leave in order; faces of several frames share a generator batch."""
+    """Pass 2: frames come in order, leave in order; faces of several frames share a network batch."""
 
     def __init__(
         self,
@@ -253,7 +283,9 @@ class _Renderer:
         self.pipeline, self.config, self.eyes_by_frame = pipeline, config, eyes_by_frame
         self.encode, self.timer = encode, timer
         self.pending: list[tuple[av.VideoFrame, np.ndarray]] = []
-        self.ema: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # track -> (mask prob, face), float32
+        # Per track, float32 in the canonical crop: the averaged mask probability and painted face.
+        self.mask_average: dict[int, np.ndarray] = {}
+        self.face_average: dict[int, np.ndarray] = {}
         self.index = 0
         self.edited_frames = 0
 
@@ -264,37 +296,49 @@ class _Renderer:
             self.flush()
 
     def flush(self) -> None:
-        cfg, pcfg = self.config, self.pipeline.config
-        jobs = []
+        """Every pending frame through the pipeline's stages, with the averages over time between
+        them, then out to the encoder in order."""
+        cfg = self.config
         with self.timer("align"):
-            for offset, (_, rgb) in enumerate(self.pending):
-                for track, eyes in self.eyes_by_frame[self.index + offset]:
-                    matrix = eyes_to_crop(eyes)
-                    jobs.append((offset, track, matrix, warp_to_crop(rgb, matrix)))
-            inside = [inside_photo(self.pending[offset][1].shape, matrix) for offset, _, matrix, _ in jobs]
-        if jobs:
-            with self.timer("generate"):
-                probs, generated = self.pipeline.generate(
-                    np.stack([crop for *_, crop in jobs]), np.stack(inside)
-                )
+            jobs = [
+                (offset, track, eyes_to_crop(eyes))
+                for offset in range(len(self.pending))
+                for track, eyes in self.eyes_by_frame[self.index + offset]
+            ]
+            crops = [warp_to_crop(self.pending[offset][1], matrix) for offset, _, matrix in jobs]
+            inside = [inside_photo(self.pending[offset][1].shape, matrix) for offset, _, matrix in jobs]
         edited = [False] * len(self.pending)
-        for k, (offset, track, matrix, _) in enumerate(jobs):
-            with self.timer("composite"):
-                prob, face = probs[k], generated[k].astype(np.float32)
-                if track in self.ema:
-                    old_prob, old_face = self.ema[track]
-                    prob = cfg.mask_ema * prob + (1 - cfg.mask_ema) * old_prob
-                    face = cfg.face_ema * face + (1 - cfg.face_ema) * old_face
-                self.ema[track] = prob, face
-                region = mask_region(prob, pcfg.mask_threshold)
-                if region.mean() < pcfg.min_mask_fraction:
-                    continue
-                weight = grow_region(region, pcfg.grow_px, pcfg.feather_px)
-            with self.timer("paste_back"):
-                paste_back(
-                    self.pending[offset][1], np.clip(np.rint(face), 0, 255).astype(np.uint8), weight, matrix
-                )
-            edited[offset] = True
+        if jobs:
+            with self.timer("segment"):
+                probs = self.pipeline.segment(np.stack(crops))
+            with self.timer("plan"):
+                for k, (_, track, _) in enumerate(jobs):
+                    if track in self.mask_average:
+                        probs[k] = cfg.mask_ema * probs[k] + (1 - cfg.mask_ema) * self.mask_average[track]
+                    self.mask_average[track] = probs[k]
+                edits = [self.pipeline.plan(prob) for prob in probs]
+            chosen = [k for k, edit in enumerate(edits) if edit.edited]
+            if chosen:
+                with self.timer("inpaint"):
+                    painted = self.pipeline.inpaint(
+                        np.stack([crops[k] for k in chosen]),
+                        [edits[k] for k in chosen],
+                        np.stack([inside[k] for k in chosen]),
+                    )
+            for k, face in zip(chosen, painted if chosen else [], strict=True):
+                offset, track, matrix = jobs[k]
+                face = face.astype(np.float32)
+                if track in self.face_average:
+                    face = cfg.face_ema * face + (1 - cfg.face_ema) * self.face_average[track]
+                self.face_average[track] = face
+                with self.timer("paste_back"):
+                    paste_back(
+                        self.pending[offset][1],
+                        np.clip(np.rint(face), 0, 255).astype(np.uint8),
+                        edits[k].weight,
+                        matrix,
+                    )
+                edited[offset] = True
         for (frame, rgb), was_edited in zip(self.pending, edited, strict=True):
             self.encode(rgb, frame)
             self.edited_frames += was_edited
@@ -320,7 +364,6 @@ def unmask_video(
     limits = config.limits
     if limits is not None:
         check_limits(source, limits)
-    max_seconds = limits.max_seconds if limits is not None else None
 
     # Pass 1: faces of every frame.
     faces_per_frame: list[list[Face]] = []
@@ -330,7 +373,7 @@ def unmask_video(
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         seconds = _duration(container, stream)
         expected = stream.frames or (round(seconds * rate) if seconds else 0)
-        for item in _frames(container, max_seconds):
+        for item in _frames(container, limits):
             if not isinstance(item, av.VideoFrame):
                 continue
             rotation = round(item.rotation or 0)
@@ -392,7 +435,7 @@ def unmask_video(
                 progress("unmask", done, n)
 
         renderer = _Renderer(pipeline, config, eyes_by_frame, encode, timer)
-        for item in _frames(container, max_seconds):
+        for item in _frames(container, limits):
             if isinstance(item, av.Packet):
                 if transcode:
                     for decoded in item.decode():

@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.data import DATA, REAL_MASKED
 from qmask.faces import FaceDetector
 from tests.torchserve_fixture import Server, torchserve
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-REAL_MASKED = DATA / "real-masked"
 UTKFACE = DATA / "train" / "utkface"
 LFW = DATA / "eval" / "lfw"
-BENCH = DATA / "bench" / "lfw-synthetic"
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -37,14 +34,32 @@ def real_masked_sample() -> list[Path]:
     return sorted(REAL_MASKED.iterdir())[::5]
 
 
-@pytest.fixture(scope="session")
-def tiny_generator(tmp_path_factory) -> Path:
-    """Weights of a tiny, untrained mask-aware generator (for plumbing tests, not quality)."""
-    from qmask.model import GeneratorConfig, build_generator, save_generator
+TINY_SEGMENTER = {"in_channels": 3, "out_channels": 1, "base_channels": 8, "max_channels": 32, "depth": 3,
+                  "bottleneck_blocks": 1}  # fmt: skip
+TINY_INPAINTER = TINY_SEGMENTER | {"in_channels": 4, "out_channels": 3}
 
-    config = GeneratorConfig(base_channels=8, max_channels=32, depth=3, bottleneck_blocks=1)
+
+def tiny_networks(seed: int = 0) -> dict:
+    """Tiny untrained segmenter and inpainter (for plumbing tests, not quality). The segmenter's
+    last bias is raised so that it marks most of every crop as mask: every face gets painted."""
+    import torch
+
+    from qmask.model import Inpainter, Segmenter, UNetConfig
+
+    torch.manual_seed(seed)
+    segmenter = Segmenter(UNetConfig(**TINY_SEGMENTER))
+    with torch.no_grad():
+        segmenter.net.head[0].bias.fill_(3.0)
+    return {"segmenter": segmenter, "inpainter": Inpainter(UNetConfig(**TINY_INPAINTER))}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A model file with both stages tiny and untrained."""
+    from qmask.model import save_networks
+
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_generator(path, build_generator(config), config)
+    save_networks(path, tiny_networks(), meta={"version": "0.0-test"})
     return path
 
 

@@ -1,77 +1,108 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from qmask.model import (
-    GeneratorConfig,
-    MaskAwareUNet,
-    PatchDiscriminator,
-    build_generator,
+    INPAINTER,
+    SEGMENTER,
+    Inpainter,
+    MultiScaleDiscriminator,
+    Segmenter,
+    UNetConfig,
     count_parameters,
     fuse_batchnorm,
-    load_generator,
-    run_generator,
-    save_generator,
+    load_model,
+    read_networks,
+    run_inpainter,
+    run_segmenter,
+    save_networks,
 )
 from qmask.pipeline import DEFAULT_WEIGHTS
+from tests.conftest import TINY_INPAINTER, TINY_SEGMENTER, tiny_networks
 
 
-def test_generator_fits_the_serving_budget_of_10m_parameters():
-    assert count_parameters(MaskAwareUNet(GeneratorConfig())) <= 10_000_000
-    _, config, _ = load_generator(DEFAULT_WEIGHTS)
-    assert count_parameters(build_generator(config)) <= 10_000_000
+def test_the_stages_fit_their_budgets_of_3m_and_10m_parameters():
+    assert count_parameters(Segmenter(SEGMENTER)) <= 3_000_000
+    assert count_parameters(Inpainter(INPAINTER)) <= 10_000_000
+    model = load_model(DEFAULT_WEIGHTS)
+    assert count_parameters(model.segmenter) <= 3_000_000
+    assert count_parameters(model.inpainter) <= 10_000_000
 
 
-def test_outputs_mask_logits_and_a_face_in_range():
-    generator = MaskAwareUNet(GeneratorConfig(base_channels=8, max_channels=32, depth=3, bottleneck_blocks=1))
-    mask_logits, face = generator(torch.randn(2, 3, 256, 256))
-    assert mask_logits.shape == (2, 1, 256, 256) and face.shape == (2, 3, 256, 256)
-    assert face.abs().max() <= 1
+def test_outputs_have_the_crop_size_and_the_face_is_in_range():
+    nets = tiny_networks()
+    x = torch.randn(2, 3, 256, 256)
+    assert nets["segmenter"](x).shape == (2, 1, 256, 256)
+    face = nets["inpainter"](x, torch.zeros(2, 1, 256, 256))
+    assert face.shape == (2, 3, 256, 256) and face.abs().max() <= 1
+
+
+def test_the_inpainter_never_reads_the_pixels_of_the_hole():
+    inpainter = tiny_networks()["inpainter"].eval()
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    holes = np.zeros((2, 256, 256), np.float32)
+    holes[:, 110:220, 60:196] = 1
+    other = crops.copy()
+    other[:, 110:220, 60:196] = rng.integers(0, 256, (2, 110, 136, 3), dtype=np.uint8)  # a new "mask"
+    assert np.array_equal(run_inpainter(inpainter, crops, holes), run_inpainter(inpainter, other, holes))
+    # Outside the hole the pixels do matter.
+    other[:, :50] = 0
+    assert not np.array_equal(run_inpainter(inpainter, crops, holes), run_inpainter(inpainter, other, holes))
 
 
 def test_batchnorm_folding_keeps_the_outputs():
     torch.manual_seed(0)
-    generator = MaskAwareUNet(GeneratorConfig(base_channels=8, max_channels=32, depth=3, bottleneck_blocks=2))
-    generator.train()
+    inpainter = Inpainter(UNetConfig(**TINY_INPAINTER | {"bottleneck_blocks": 2})).train()
     for _ in range(3):  # give the BatchNorm layers non-trivial running statistics
-        generator(torch.randn(4, 3, 256, 256))
-    generator.eval()
-    x = torch.randn(1, 3, 256, 256)
+        inpainter(torch.randn(4, 3, 256, 256), torch.zeros(4, 1, 256, 256))
+    inpainter.eval()
+    x, hole = torch.randn(1, 3, 256, 256), (torch.rand(1, 1, 256, 256) > 0.5).float()
     with torch.no_grad():
-        expected = generator(x)
-        folded = fuse_batchnorm(copy.deepcopy(generator))
-        got = folded(x)
+        expected = inpainter(x, hole)
+        folded = fuse_batchnorm(copy.deepcopy(inpainter))
+        got = folded(x, hole)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    for a, b in zip(expected, got, strict=True):
-        assert torch.allclose(a, b, atol=1e-4)
+    assert torch.allclose(expected, got, atol=1e-4)
 
 
-def test_saved_weights_round_trip_in_half_precision(tmp_path):
-    config = GeneratorConfig(base_channels=8, max_channels=32, depth=3, bottleneck_blocks=1)
-    generator = build_generator(config).eval()
-    path = tmp_path / "g.pt"
-    save_generator(path, generator, config, meta={"steps": 7})
-    loaded, loaded_config, meta = load_generator(path)
-    assert loaded_config == config and meta == {"steps": 7}
+def test_model_files_round_trip_in_half_precision(tmp_path):
+    nets = {name: net.eval() for name, net in tiny_networks().items()}
+    path = tmp_path / "m.pt"
+    save_networks(path, nets, meta={"version": "9.9"})
+    networks, meta = read_networks(path)
+    assert meta == {"version": "9.9"}
+    assert networks["segmenter"][0] == UNetConfig(**TINY_SEGMENTER)
+    model = load_model(path)
     x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
-        assert torch.allclose(fuse_batchnorm(generator)(x)[1], loaded(x)[1], atol=0.02)
+        assert torch.allclose(fuse_batchnorm(nets["segmenter"])(x), model.segmenter(x), atol=0.02)
 
 
-def test_patch_discriminator_scores_overlapping_patches():
-    scores = PatchDiscriminator(ndf=8)(torch.randn(1, 3, 256, 256), torch.randn(1, 3, 256, 256))
-    assert scores.shape == (1, 1, 30, 30)
+def test_a_one_stage_file_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"config": {"arch": "mask_aware_unet"}, "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="not a two-stage QMask model file"):
+        read_networks(path)
+    save_networks(path, {"segmenter": tiny_networks()["segmenter"]})
+    with pytest.raises(ValueError, match="lacks the inpainter stage"):
+        load_model(path)
+
+
+def test_multiscale_discriminator_scores_patches_at_each_scale_with_features():
+    critic = MultiScaleDiscriminator(7, ndf=8, fine_window=(slice(96, 224), slice(64, 192)))
+    outputs = critic(torch.randn(1, 4, 256, 256), torch.randn(1, 3, 256, 256))
+    assert len(outputs) == 2 and all(len(features) == 5 for features in outputs)
+    # Both judge 128 px: the window at full resolution, the whole crop at half.
+    assert outputs[0][-1].shape == outputs[1][-1].shape == (1, 1, 14, 14)
 
 
 def test_mirror_average_treats_a_crop_and_its_mirror_image_alike():
-    torch.manual_seed(0)
-    generator = MaskAwareUNet(GeneratorConfig(base_channels=8, max_channels=32, depth=3, bottleneck_blocks=1))
+    segmenter = tiny_networks()["segmenter"].eval()
     crops = np.random.default_rng(0).integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
-    with torch.no_grad():
-        probs, faces = run_generator(generator.eval(), crops, mirror_average=True)
-        probs_m, faces_m = run_generator(generator, crops[:, :, ::-1], mirror_average=True)
-        plain_probs, _ = run_generator(generator, crops)
-    assert np.allclose(probs, probs_m[:, :, ::-1], atol=1e-5)
-    assert np.abs(faces.astype(int) - faces_m[:, :, ::-1]).max() <= 1  # rounding only
-    assert not np.allclose(probs, plain_probs, atol=1e-3)  # the mirror pass did change something
+    probs = run_segmenter(segmenter, crops, mirror_average=True)
+    mirrored = run_segmenter(segmenter, crops[:, :, ::-1], mirror_average=True)
+    assert np.allclose(probs, mirrored[:, :, ::-1], atol=1e-5)
+    assert not np.allclose(probs, run_segmenter(segmenter, crops), atol=1e-3)  # the mirror pass counts

@@ -1,4 +1,5 @@
-"""Training on a handful of real faces: losses go down, checkpoints resume, DDP runs on gloo."""
+"""Training both stages on a handful of real faces: losses go down, checkpoints resume, runs start
+from shipped weights, DDP runs on gloo, and the export joins the stages into a model file."""
 
 import json
 import os
@@ -11,99 +12,93 @@ import numpy as np
 import pytest
 import torch
 
-from qmask.model import load_generator
-from tests.conftest import REPO, UTKFACE
+from qmask.model import load_model, read_networks
+from tests.conftest import REPO, TINY_SEGMENTER, UTKFACE
+from training.export import export
 from training.landmarks import compute_landmarks, list_images
+from training.pack import FacePack, build_pack
 from training.train import TrainConfig, build_dataset, learning_rate, train
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
+TEMPLATES = REPO.parent / "shared" / "data" / "mask-templates"
 
 
 @pytest.fixture(scope="module")
-def tiny_landmarks(tmp_path_factory) -> Path:
-    names, meshes = compute_landmarks(list_images(UTKFACE)[:6])
-    path = tmp_path_factory.mktemp("landmarks") / "tiny.npz"
-    np.savez_compressed(path, names=np.array(names), meshes=meshes)
-    return path
+def tiny_pack(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pack")
+    names, meshes = compute_landmarks(list_images(UTKFACE)[:8])
+    np.savez_compressed(folder / "landmarks.npz", names=np.array(names), meshes=meshes)
+    build_pack(UTKFACE, folder / "landmarks.npz", folder / "pack.npz")
+    return folder / "pack.npz"
 
 
-def tiny_config(out: Path, landmarks: Path, **overrides) -> TrainConfig:
-    data = {
-        "faces_dir": str(UTKFACE),
-        "landmarks": str(landmarks),
-        "templates_dir": str(REPO.parent / "shared" / "data" / "mask-templates"),
-    }
-    return TrainConfig.from_yaml(TINY, {"out_dir": str(out), "data": data, **overrides})
+def tiny_config(out: Path, pack: Path, stage: str = "inpainter", **overrides) -> TrainConfig:
+    extra = {"network": TINY_SEGMENTER} if stage == "segmenter" else {}
+    data = {"pack": str(pack), "templates_dir": str(TEMPLATES)}
+    return TrainConfig.from_yaml(
+        TINY, {"stage": stage, "out_dir": str(out), "data": data, **extra, **overrides}
+    )
 
 
 def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-def test_a_few_steps_lower_the_loss(tmp_path, tiny_landmarks):
-    # Two faces, no augmentation randomness in the order: the generator must fit them.
+def test_the_pack_holds_the_photos_and_meshes_and_leaves_out_the_heldout_slice(tiny_pack):
+    pack = FacePack.load(tiny_pack)
+    assert 0 < len(pack) <= 8
+    assert pack.image(0).shape == (200, 200, 3) and pack.mesh(0).shape == (478, 2)
+    assert FacePack.load(tiny_pack, limit=2).names == pack.names[:2]
+
+
+def test_a_few_steps_lower_the_inpainters_loss(tmp_path, tiny_pack):
+    # Two faces, the L1 term alone (the adversarial terms make a few steps noisy): the inpainter
+    # must start fitting them.
     out = tmp_path / "run"
-    cfg = tiny_config(out, tiny_landmarks, steps=30, limit=2, batch_size=2, lr=0.002, sample_every=30)
+    loss = {"l1": 1.0, "perceptual": 0.0, "gan": 0.0, "feature_matching": 0.0}
+    cfg = tiny_config(out, tiny_pack, steps=20, limit=2, batch_size=2, lr=0.003, sample_every=20, loss=loss)
     exported = train(cfg)
     log = read_log(out)
-    first, last = log[0], log[-1]
-    assert last["l1"] < first["l1"] * 0.8, (first, last)
-    assert last["mask"] < first["mask"]
-    assert (out / "samples" / "step_000030.png").is_file()
-    generator, gen_cfg, meta = load_generator(exported)
-    assert gen_cfg.arch == "mask_aware_unet" and meta["steps"] == 30
-    mask_logits, face = generator(torch.zeros(1, 3, 256, 256))
-    assert mask_logits.shape == (1, 1, 256, 256) and face.shape == (1, 3, 256, 256)
+    assert np.mean([r["l1"] for r in log[-5:]]) < np.mean([r["l1"] for r in log[:5]]) * 0.9, log
+    assert (out / "samples" / "step_000020.png").is_file()
+    networks, meta = read_networks(exported)
+    assert set(networks) == {"inpainter"} and meta["training"]["steps"] == 20
+    # Provenance: the whole config and the commit the run was trained from.
+    assert meta["training"]["config"]["loss"]["perceptual"] == cfg.loss.perceptual
+    assert meta["training"]["commit"] is None or len(meta["training"]["commit"]) >= 40
 
 
-def test_resume_continues_from_the_checkpoint(tmp_path, tiny_landmarks, capsys):
+def test_a_few_steps_lower_the_segmenters_loss(tmp_path, tiny_pack):
+    out = tmp_path / "seg"
+    cfg = tiny_config(out, tiny_pack, "segmenter", steps=20, limit=2, batch_size=2, lr=0.005, sample_every=20)
+    train(cfg)
+    log = read_log(out)
+    # BCE: Dice is noisy over a few steps (a bare face has an empty region, so its Dice is all or nothing).
+    assert np.mean([r["bce"] for r in log[-5:]]) < np.mean([r["bce"] for r in log[:5]]) * 0.8, log
+    assert (out / "segmenter.pt").is_file() and (out / "samples" / "step_000020.png").is_file()
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path, tiny_pack, capsys):
     out = tmp_path / "run"
-    train(tiny_config(out, tiny_landmarks, steps=2))
-    train(tiny_config(out, tiny_landmarks, steps=4))
+    train(tiny_config(out, tiny_pack, steps=2))
+    train(tiny_config(out, tiny_pack, steps=4))
     assert "resumed from" in capsys.readouterr().out
-    steps = [r["step"] for r in read_log(out)]
-    assert steps == [1, 2, 3, 4]
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
 
 
-def test_baseline_config_trains_a_plain_pix2pix(tmp_path, tiny_landmarks):
-    out = tmp_path / "baseline"
-    cfg = tiny_config(out, tiny_landmarks, steps=1, generator={"arch": "unet256"}, discriminator_channels=8)
-    generator, gen_cfg, _ = load_generator(train(cfg))
-    assert gen_cfg.arch == "unet256"
-    mask_logits, face = generator(torch.zeros(1, 3, 256, 256))
-    assert mask_logits is None and face.shape == (1, 3, 256, 256)
-
-
-def test_ddp_with_two_cpu_processes_on_gloo(tmp_path, tiny_landmarks):
+def test_ddp_with_two_cpu_processes_on_gloo(tmp_path, tiny_pack):
     out = tmp_path / "ddp"
-    data = (
-        f"data={{faces_dir: '{UTKFACE}', landmarks: '{tiny_landmarks}', "
-        f"templates_dir: '{REPO.parent / 'shared' / 'data' / 'mask-templates'}'}}"
-    )
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "training.train",
-        "--config",
-        str(TINY),
-        "--set",
-        f"out_dir={out}",
-        "steps=3",
-        "threads=1",
-        data,
-    ]
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "training.train", "--config", str(TINY),
+        "--set", f"out_dir={out}", "steps=3", "threads=1", f"data={{pack: '{tiny_pack}'}}",
+    ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
-    log = read_log(out)
-    assert log[-1]["step"] == 3
-    assert (out / "generator.pt").is_file()
+    assert read_log(out)[-1]["step"] == 3
+    assert (out / "inpainter.pt").is_file()
 
 
 def test_learning_rate_is_constant_then_decays_linearly_to_zero_over_the_budget():
@@ -115,45 +110,73 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero_over_the_budget(
     assert learning_rate(TrainConfig(lr=1e-3, lr_decay_from=None), 999, 1e6) == 1e-3
 
 
-def test_init_from_starts_with_the_shipped_generator_weights(tmp_path, tiny_landmarks, capsys):
-    shipped = train(tiny_config(tmp_path / "first", tiny_landmarks, steps=2))
-    # lr 0: the generator keeps the weights it started from (batch-norm statistics still move).
-    cfg = tiny_config(tmp_path / "second", tiny_landmarks, steps=1, lr=0.0, init_from=str(shipped))
-    again = train(cfg)
-    assert f"initialised the generator from {shipped}" in capsys.readouterr().out
-    before, after = torch.load(shipped)["state_dict"], torch.load(again)["state_dict"]
+def test_init_from_starts_with_the_shipped_weights(tmp_path, tiny_pack, capsys):
+    shipped = train(tiny_config(tmp_path / "first", tiny_pack, steps=2))
+    # lr 0: the inpainter keeps the weights it started from (batch-norm statistics still move).
+    again = train(tiny_config(tmp_path / "second", tiny_pack, steps=1, lr=0.0, init_from=str(shipped)))
+    assert f"initialised the inpainter from {shipped}" in capsys.readouterr().out
+    before, after = read_networks(shipped)[0]["inpainter"][1], read_networks(again)[0]["inpainter"][1]
     convs = [k for k in before if k.endswith(".weight") and before[k].ndim == 4]
     assert convs and all(torch.equal(before[k], after[k]) for k in convs)
 
 
-def test_init_from_refuses_a_generator_of_another_shape(tmp_path, tiny_landmarks):
-    shipped = train(tiny_config(tmp_path / "first", tiny_landmarks, steps=1))
-    cfg = tiny_config(
-        tmp_path / "second", tiny_landmarks, steps=1, init_from=str(shipped), generator={"base_channels": 4}
-    )
+def test_init_from_refuses_weights_of_another_shape_or_stage(tmp_path, tiny_pack):
+    shipped = train(tiny_config(tmp_path / "first", tiny_pack, steps=1))
+    wider = dict(TINY_SEGMENTER, in_channels=4, out_channels=3, base_channels=4)
     with pytest.raises(ValueError, match="init_from"):
-        train(cfg)
+        train(tiny_config(tmp_path / "second", tiny_pack, steps=1, init_from=str(shipped), network=wider))
+    with pytest.raises(ValueError, match="no segmenter stage"):
+        train(tiny_config(tmp_path / "third", tiny_pack, "segmenter", steps=1, init_from=str(shipped)))
 
 
-def test_training_pairs_flag_the_photo_have_no_mask_beyond_it_and_can_be_grey(tiny_landmarks):
-    cfg = tiny_config(Path("unused"), tiny_landmarks)
-    dataset = build_dataset(cfg)
-    item = dataset[0]
+def test_export_joins_both_stages_into_a_model_the_pipeline_loads(tmp_path, tiny_pack):
+    inpainter = train(tiny_config(tmp_path / "inp", tiny_pack, steps=1))
+    segmenter = train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1))
+    export(segmenter, inpainter, "9.1", tmp_path / "model.pt")
+    model = load_model(tmp_path / "model.pt")
+    assert model.meta["version"] == "9.1"
+    assert set(model.meta["stages"]) == {"segmenter", "inpainter"}
+    assert model.meta["stages"]["segmenter"]["config"]["stage"] == "segmenter"
+
+
+def test_segmenter_pairs_flag_the_photo_have_no_mask_beyond_it_and_can_be_grey(tiny_pack):
+    cfg = tiny_config(Path("unused"), tiny_pack, "segmenter")
+    item = build_dataset(cfg)[0]
     inside = item["inside"][0]
     assert inside.shape == (256, 256) and inside[128, 128] == 1  # the face is inside the photo
     # UTKFace photos are tight 200 px crops: the canonical crop reaches past their edges, where
-    # nothing is mask and the truth is whatever the input shows there.
+    # nothing is mask.
     outside = inside == 0
-    assert outside.float().mean() > 0.1
-    assert item["alpha"][0][outside].max() == 0
-    assert torch.equal(item["masked"][:, outside], item["target"][:, outside])
-    grey = build_dataset(replace(cfg, data=replace(cfg.data, grayscale=1.0)))[0]
-    for image in (grey["masked"], grey["target"]):
-        assert torch.equal(image[0], image[1]) and torch.equal(image[1], image[2])
+    assert outside.float().mean() > 0.1 and item["alpha"][0][outside].max() == 0
+    assert item["alpha"].max() > 0.9  # a mask was drawn
+    grey = build_dataset(replace(cfg, data=replace(cfg.data, grayscale=1.0)))[0]["image"]
+    assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
+    bare = build_dataset(replace(cfg, data=replace(cfg.data, unmasked=1.0)))[0]
+    assert bare["alpha"].max() == 0
 
 
-def test_some_training_pairs_are_bare_faces_with_an_empty_mask(tiny_landmarks):
-    cfg = tiny_config(Path("unused"), tiny_landmarks)
-    item = build_dataset(replace(cfg, data=replace(cfg.data, unmasked=1.0)))[0]
-    assert item["alpha"].max() == 0
-    assert torch.equal(item["masked"], item["target"])
+def test_inpainter_pairs_are_bare_faces_with_a_hole_over_nose_mouth_and_chin(tiny_pack):
+    dataset = build_dataset(tiny_config(Path("unused"), tiny_pack))
+    for index in range(len(dataset)):
+        hole = dataset[index]["hole"][0].numpy()
+        assert set(np.unique(hole)) <= {0.0, 1.0}
+        assert hole[140:165, 110:146].mean() > 0.9  # the mouth is always in the hole
+        assert hole[:80].max() == 0  # the eyes never are
+        assert 0.08 < hole.mean() < 0.5
+
+
+def test_the_gpu_script_trains_and_exports_on_the_cpu_too(tmp_path, tiny_pack):
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "QMASK_TRAIN_SET": f'steps=2 batch_size=2 num_workers=0 log_every=1 data={{"pack":"{tiny_pack}"}}',
+    }
+    proc = subprocess.run(
+        ["training/gpu_train.sh", str(tmp_path / "gpu"), "1", "9.2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "initialised the inpainter from qmask/weights/default.pt" in proc.stdout
+    assert "images_per_s" in (tmp_path / "gpu" / "inpainter" / "log.jsonl").read_text()
+    model = load_model(tmp_path / "gpu" / "model.pt")
+    assert model.meta["version"] == "9.2" and model.meta["stages"]["inpainter"]["steps"] == 2

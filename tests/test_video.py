@@ -1,5 +1,5 @@
 """Video unmasking (qmask.video) on clips the tests make: a benchmark photo slowly panned, zoomed and
-turned, its drawn mask moving with it (qmask.bench_video.make_clip), with the default model."""
+turned, its drawn mask moving with it (benchmarks.clips.make_clip), with the default model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from qmask.bench_video import PER_FRAME, encode_frames, make_clip, stability
+from benchmarks.clips import encode_frames, make_clip
+from benchmarks.video import PER_FRAME, stability
 from qmask.cli import main
 from qmask.faces import Face
 from qmask.pipeline import NoFaceError, UnmaskPipeline

@@ -1,9 +1,12 @@
 """Before/after contact sheets, for looking at outputs on real photos.
 
     python -m training.contact_sheet ../shared/data/real-masked out/unmasked out/sheets/real
+    python -m training.contact_sheet ../shared/data/real-masked out/unmasked-1.1 out/unmasked \
+        docs/compare --only 1237.png 1805.png --cols 1 --label 1.1 --label 2.0
 
-Writes PREFIX_01.png, PREFIX_02.png, ...: each tile is the input beside the output, labelled with
-the file name; a missing output (no face found) is shown as a red tile.
+Writes PREFIX_01.png, PREFIX_02.png, ...: each tile is the input beside its outputs (one per
+output folder, labelled with `--label`), marked with the file name; a missing output (no face
+found) is shown as a red tile.
 """
 
 from __future__ import annotations
@@ -28,24 +31,43 @@ def tile(path: Path, size: int) -> np.ndarray:
     return canvas
 
 
-def pair(before: Path, after: Path, size: int) -> np.ndarray:
-    right = tile(after, size) if after.is_file() else np.full((size, size, 3), (150, 0, 0), np.uint8)
-    out = np.hstack([tile(before, size), right])
-    cv2.putText(out, before.stem, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
-    return out
+def _label(image: np.ndarray, text: str) -> None:
+    cv2.putText(image, text, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
+
+
+def row(before: Path, afters: list[Path], size: int, labels: list[str]) -> np.ndarray:
+    tiles = [tile(before, size)]
+    _label(tiles[0], before.stem)
+    for index, after_dir in enumerate(afters):
+        after = after_dir / before.name
+        tiles.append(
+            tile(after, size) if after.is_file() else np.full((size, size, 3), (150, 0, 0), np.uint8)
+        )
+        if index < len(labels):
+            _label(tiles[-1], labels[index])
+    return np.hstack(tiles)
 
 
 def write_sheets(
-    before_dir: Path, after_dir: Path, prefix: Path, size: int = 160, cols: int = 4, rows: int = 6
+    before_dir: Path,
+    after_dirs: list[Path],
+    prefix: Path,
+    size: int = 160,
+    cols: int = 4,
+    rows: int = 6,
+    only: list[str] | None = None,
+    labels: list[str] | None = None,
 ) -> list[Path]:
     files = list_images(before_dir)
-    per_sheet = cols * rows
+    if only:
+        files = [before_dir / name for name in only]
+    per_sheet = cols * min(rows, -(-len(files) // cols))
     prefix.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for n, start in enumerate(range(0, len(files), per_sheet), 1):
-        tiles = [pair(f, after_dir / f.name, size) for f in files[start : start + per_sheet]]
+        tiles = [row(f, after_dirs, size, labels or []) for f in files[start : start + per_sheet]]
         tiles += [np.zeros_like(tiles[0])] * (per_sheet - len(tiles))
-        grid = np.vstack([np.hstack(tiles[r * cols : (r + 1) * cols]) for r in range(rows)])
+        grid = np.vstack([np.hstack(tiles[r * cols : (r + 1) * cols]) for r in range(per_sheet // cols)])
         path = prefix.with_name(f"{prefix.name}_{n:02d}.png")
         Image.fromarray(grid).save(path)
         written.append(path)
@@ -56,12 +78,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("before", type=Path)
-    parser.add_argument("after", type=Path)
-    parser.add_argument("prefix", type=Path)
+    parser.add_argument("before", type=Path, help="folder of input photos")
+    parser.add_argument("after", type=Path, nargs="+", help="one or more folders of outputs")
+    parser.add_argument("prefix", type=Path, help="sheets are written as PREFIX_01.png, ...")
     parser.add_argument("--size", type=int, default=160)
+    parser.add_argument("--cols", type=int, default=4)
+    parser.add_argument("--only", nargs="+", help="these input file names only, in this order")
+    parser.add_argument("--label", action="append", help="label of each output folder, in order")
     args = parser.parse_args()
-    for path in write_sheets(args.before, args.after, args.prefix, args.size):
+    sheets = write_sheets(
+        args.before, args.after, args.prefix, args.size, args.cols, only=args.only, labels=args.label
+    )
+    for path in sheets:
         print(path)
 
 

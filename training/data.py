@@ -1,49 +1,52 @@
-"""Paired training data made on the fly: an unmasked face, a synthetic mask drawn on it, and
-both warped to the canonical crop exactly as inference warps a photo (from the eye centres),
-with a little random error in that alignment so the generator tolerates detector noise."""
+"""Training pairs made on the fly from a face pack, aligned exactly as inference aligns a photo
+(from the eye centres), with a little random error in that alignment so the networks tolerate
+detector noise.
+
+- `MaskedFaceDataset` (segmenter): a synthetic mask drawn on the face, and where it is.
+- `HoleDataset` (inpainter): the bare face and a mask-shaped hole; no mask is drawn at all.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from qmask.align import CROP_SIZE, eyes_to_crop, inside_photo, warp_to_crop
-from qmask.faces import mesh_eyes
+from qmask.align import CROP_SIZE, eyes_to_crop, inside_photo, mesh_eyes, warp_to_crop
+from training.holes import HoleConfig, mask_shaped_hole
 from training.masks import MaskRenderer, RenderedMask
+from training.pack import FacePack
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    faces_dir: str = "../shared/data/train/utkface"
-    landmarks: str = "cache/utkface.npz"
+    pack: str = "cache/utkface_pack.npz"
     templates_dir: str | None = "../shared/data/mask-templates"
     # Alignment error simulated in training, as fractions of the eye distance / degrees.
     jitter_shift: float = 0.04
     jitter_scale: float = 0.05
     jitter_rotate_deg: float = 4.0
     flip: bool = True
-    # Share of pairs turned black-and-white (masked input and truth alike), so grey photos get
-    # grey faces.
+    # Share of pairs turned black-and-white, so grey photos get grey faces.
     grayscale: float = 0.08
-    # Share of pairs with no mask at all (input = truth, empty mask), so the mask output learns
-    # to stay empty on bare faces and the pipeline leaves unmasked people alone.
+    # Segmenter: share of faces with no mask at all (empty region), so bare faces are left alone.
     unmasked: float = 0.1
-    # Beyond the photo's edges, show another training photo or a plain colour, never part of the
-    # mask: UTKFace crops end at the chin, and mirrored there a dark mask looked like it went on
-    # into the neck, so the model took dark collars and suits below a chin for mask.
+    # Segmenter: beyond the photo's edges, show another training photo or a plain colour, never
+    # part of the mask: UTKFace crops end at the chin, and mirrored there a dark mask looked like
+    # it went on into the neck, so dark collars below a chin were taken for mask.
     foreign_surroundings: bool = True
+    holes: HoleConfig = field(default_factory=HoleConfig)
 
-
-def is_heldout(name: str, percent: int = 5) -> bool:
-    """A fixed slice of the training folder never trained on, for the per-group evaluation."""
-    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 100 < percent
+    @classmethod
+    def from_dict(cls, raw: dict) -> DataConfig:
+        raw = dict(raw)
+        if "holes" in raw:
+            raw["holes"] = HoleConfig(**{k: tuple(v) for k, v in raw["holes"].items()})
+        return cls(**raw)
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
@@ -56,7 +59,17 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
 
 
-def jittered_matrix(eyes: np.ndarray, rng: np.random.Generator, config: DataConfig) -> np.ndarray:
+def to_plane(values: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values)).float().reshape(1, CROP_SIZE, CROP_SIZE)
+
+
+def to_gray(rgb: np.ndarray) -> np.ndarray:
+    return np.repeat(
+        np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))[..., None], 3, axis=2
+    )
+
+
+def jittered_eyes(eyes: np.ndarray, rng: np.random.Generator, config: DataConfig) -> np.ndarray:
     centre = eyes.mean(axis=0)
     iod = float(np.linalg.norm(eyes[1] - eyes[0]))
     angle = math.radians(rng.uniform(-config.jitter_rotate_deg, config.jitter_rotate_deg))
@@ -66,62 +79,60 @@ def jittered_matrix(eyes: np.ndarray, rng: np.random.Generator, config: DataConf
     return (eyes - centre) @ rot.T + centre + shift
 
 
-class SyntheticMaskDataset(Dataset):
-    """Items: masked crop, true crop (3x256x256 in [-1, 1]), mask alpha and the weight of pixels
-    inside the photo, not its surroundings (1x256x256 in [0, 1])."""
-
-    def __init__(
-        self,
-        names: list[str],
-        meshes: dict[str, np.ndarray],
-        renderer: MaskRenderer,
-        config: DataConfig,
-        seed: int = 0,
-        augment: bool = True,
-    ) -> None:
-        self.names, self.meshes, self.renderer, self.config = names, meshes, renderer, config
-        self.seed, self.augment, self.epoch = seed, augment, 0
+class _PackDataset(Dataset):
+    def __init__(self, pack: FacePack, config: DataConfig, seed: int = 0, augment: bool = True) -> None:
+        self.pack, self.config, self.seed, self.augment, self.epoch = pack, config, seed, augment, 0
 
     def set_epoch(self, epoch: int) -> None:
-        """New masks every epoch, reproducibly."""
+        """New masks, holes and jitter every epoch, reproducibly."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.pack)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _matrix(self, mesh: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        eyes = mesh_eyes(mesh)
+        return eyes_to_crop(jittered_eyes(eyes, rng, self.config) if self.augment else eyes)
+
+    def _finish(self, rng: np.random.Generator, images: list[np.ndarray], planes: list[np.ndarray]):
+        """The same flip for every image and plane, the same grey for every image."""
+        if self.augment and self.config.flip and rng.random() < 0.5:
+            images, planes = [im[:, ::-1] for im in images], [p[:, ::-1] for p in planes]
+        if self.augment and rng.random() < self.config.grayscale:
+            images = [to_gray(im) for im in images]
+        return [to_tensor(im) for im in images], [to_plane(p) for p in planes]
+
+
+class MaskedFaceDataset(_PackDataset):
+    """Items: `image` the masked crop (3x256x256 in [-1, 1]), `alpha` the mask's coverage and
+    `inside` the weight of pixels inside the photo, not its surroundings (1x256x256 in [0, 1])."""
+
+    def __init__(
+        self, pack: FacePack, renderer: MaskRenderer, config: DataConfig, seed: int = 0, augment: bool = True
+    ) -> None:
+        super().__init__(pack, config, seed, augment)
+        self.renderer = renderer
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        name = self.names[index]
-        rgb = np.asarray(Image.open(Path(self.config.faces_dir) / name).convert("RGB"))
-        mesh = self.meshes[name]
+        rng = self._rng(index)
+        rgb, mesh = self.pack.image(index), self.pack.mesh(index)
         if self.augment and rng.random() < self.config.unmasked:
             drawn = RenderedMask(image=rgb, alpha=np.zeros(rgb.shape[:2], np.float32), kind="none")
         else:
             drawn = self.renderer.render(rgb, mesh, rng)
-        eyes = mesh_eyes(mesh)
-        if self.augment:
-            eyes = jittered_matrix(eyes, rng, self.config)
-        matrix = eyes_to_crop(eyes)
+        matrix = self._matrix(mesh, rng)
         masked = warp_to_crop(drawn.image, matrix)
-        target = warp_to_crop(rgb, matrix)
         alpha = warp_to_crop(drawn.alpha, matrix)
         inside = inside_photo(rgb.shape, matrix)
         if self.augment and self.config.foreign_surroundings:
-            around = self._surroundings(rng)
             weight = inside[..., None]
-            masked = np.rint(weight * masked + (1 - weight) * around).astype(np.uint8)
-            target = np.rint(weight * target + (1 - weight) * around).astype(np.uint8)
+            masked = np.rint(weight * masked + (1 - weight) * self._surroundings(rng)).astype(np.uint8)
             alpha = alpha * inside
-        if self.augment and self.config.flip and rng.random() < 0.5:
-            masked, target, alpha, inside = masked[:, ::-1], target[:, ::-1], alpha[:, ::-1], inside[:, ::-1]
-        if self.augment and rng.random() < self.config.grayscale:
-            masked, target = to_gray(masked), to_gray(target)
-        return {
-            "masked": to_tensor(masked),
-            "target": to_tensor(target),
-            "alpha": to_plane(alpha),
-            "inside": to_plane(inside),
-        }
+        (image,), (alpha_t, inside_t) = self._finish(rng, [masked], [alpha, inside])
+        return {"image": image, "alpha": alpha_t, "inside": inside_t}
 
     def _surroundings(self, rng: np.random.Generator) -> np.ndarray:
         """A 256x256 stand-in for what lies around the photo: a plain (often dark) colour with a
@@ -130,8 +141,7 @@ class SyntheticMaskDataset(Dataset):
             colour = rng.uniform(0, 255, 3) * rng.uniform(0.1, 1.0)
             noise = rng.normal(0, rng.uniform(1, 8), (CROP_SIZE, CROP_SIZE, 1))
             return np.clip(colour + noise, 0, 255).astype(np.float32)
-        other = Image.open(Path(self.config.faces_dir) / self.names[rng.integers(len(self.names))])
-        other = np.asarray(other.convert("RGB"))
+        other = self.pack.image(int(rng.integers(len(self.pack))))
         scale = rng.uniform(1.0, 1.6) * CROP_SIZE / other.shape[1]
         shift = rng.uniform(-0.4, 0.4, 2) * CROP_SIZE
         matrix = np.array([[scale, 0, shift[0]], [0, scale, shift[1]]])
@@ -140,11 +150,17 @@ class SyntheticMaskDataset(Dataset):
         return warp_to_crop(other, matrix).astype(np.float32)
 
 
-def to_gray(rgb: np.ndarray) -> np.ndarray:
-    return np.repeat(
-        np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).convert("L"))[..., None], 3, axis=2
-    )
+class HoleDataset(_PackDataset):
+    """Items: `image` the bare face crop (3x256x256 in [-1, 1]), `hole` a mask-shaped hole and
+    `inside` the weight of pixels inside the photo (1x256x256 in [0, 1]). Beyond the photo the
+    crop is mirrored, as at inference."""
 
-
-def to_plane(values: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(values)).float().reshape(1, CROP_SIZE, CROP_SIZE)
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = self._rng(index)
+        rgb, mesh = self.pack.image(index), self.pack.mesh(index)
+        matrix = self._matrix(mesh, rng)
+        crop = warp_to_crop(rgb, matrix)
+        hole = mask_shaped_hole(mesh, matrix, rng, self.config.holes)
+        inside = inside_photo(rgb.shape, matrix)
+        (image,), (hole_t, inside_t) = self._finish(rng, [crop], [hole, inside])
+        return {"image": image, "hole": hole_t, "inside": inside_t}

@@ -4,12 +4,13 @@
         --out out/eval_synthetic.json
 
 Masks are drawn by our renderer (`synthetic`) or warped from the held-out mask templates never
-used in training (`templates`). Methods: ours (mask-aware generator, its own predicted region),
-the plain pix2pix baseline, OpenCV Telea and Navier-Stokes inpainting given the true mask, and
-copying the input. Metrics: PSNR and SSIM over the crop, PSNR and L1 (0-255) inside the mask,
-IoU of the predicted mask, all counted inside the photo only (the crop mirrors it beyond its
-edges). With `--groups` (UTKFace-named files) it also reports ours per race
-and age group on the slice of the training folder that training never sees.
+used in training (`templates`). Methods: ours (the pipeline's own stages on the aligned crop:
+segment, plan the edit with the product's thresholds, inpaint, blend), OpenCV Telea and
+Navier-Stokes inpainting given the true mask, and copying the input. Metrics: PSNR and SSIM over
+the crop, PSNR and L1 (0-255) inside the mask, LPIPS (AlexNet) over the crop, IoU of the predicted
+mask region, all counted inside the photo only (the crop mirrors it beyond its edges). With
+`--groups` (UTKFace-named files) it also reports ours per race and age group on the slice of the
+training folder that training never sees.
 """
 
 from __future__ import annotations
@@ -22,28 +23,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
-from qmask.align import (
-    eyes_to_crop,
-    grow_region,
-    inside_photo,
-    mask_region,
-    warp_to_crop,
-)
-from qmask.faces import FaceDetector, mesh_eyes
-from qmask.model import load_generator, run_generator
-from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig, generate_faces
-from training.data import is_heldout
+from qmask.align import eyes_to_crop, inside_photo, mesh_eyes, warp_to_crop
+from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig, UnmaskPipeline
 from training.landmarks import list_images, load_landmarks
 from training.masks import MaskRenderer
+from training.pack import is_heldout
+from training.perceptual import LPIPS
 
 DEFAULT_TEMPLATES = Path("../shared/data/mask-templates")
 RACES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
 AGE_GROUPS = ((0, 17, "0-17"), (18, 39, "18-39"), (40, 64, "40-64"), (65, 200, "65+"))
-METRICS = ("psnr", "ssim", "psnr_mask", "l1_mask", "mask_iou")
+METRICS = ("psnr", "ssim", "psnr_mask", "l1_mask", "lpips", "mask_iou")
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,7 +57,9 @@ def psnr(mse: float) -> float:
     return 10 * math.log10(255**2 / max(mse, 1e-10))
 
 
-def score(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, pred_mask: np.ndarray | None) -> dict:
+def score(
+    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, pred_mask: np.ndarray | None, lpips: LPIPS
+) -> dict:
     err = (pred.astype(np.float64) - truth.astype(np.float64)) ** 2
     inside = mask[..., None].astype(np.float64)
     n = max(3 * inside.sum(), 1.0)
@@ -77,50 +72,33 @@ def score(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, pred_mask: np.n
         "ssim": ssim(pred, truth),
         "psnr_mask": psnr((err * inside).sum() / n),
         "l1_mask": float((np.sqrt(err) * inside).sum() / n),
+        "lpips": lpips.images(pred, truth),
         "mask_iou": iou,
     }
 
 
 class Methods:
     """Every method maps (masked crop, true mask, in-photo pixels) to (output crop, predicted mask
-    or None)."""
+    region or None)."""
 
-    def __init__(self, weights: Path, baseline: Path | None, config: PipelineConfig) -> None:
-        self.ours, _, _ = load_generator(weights)
-        self.baseline = load_generator(baseline)[0] if baseline else None
-        self.config = config
-
-    @staticmethod
-    def _run(
-        generator: torch.nn.Module, crop: np.ndarray, mirror_average: bool = False
-    ) -> tuple[np.ndarray | None, np.ndarray]:
-        probs, faces = run_generator(generator, crop[None], mirror_average=mirror_average)
-        return (None if probs is None else probs[0]), faces[0]
+    def __init__(self, pipeline: UnmaskPipeline) -> None:
+        self.pipeline = pipeline
 
     def edits_bare_face(self, crop: np.ndarray) -> bool:
         """Whether ours would repaint this crop of a face that wears no mask (it should not)."""
-        prob, _ = self._run(self.ours, crop, self.config.mirror_average)
-        return bool(mask_region(prob, self.config.mask_threshold).mean() >= self.config.min_mask_fraction)
+        return self.pipeline.plan(self.pipeline.segment(crop[None])[0]).edited
 
     def __call__(
         self, masked: np.ndarray, mask: np.ndarray, inside: np.ndarray
     ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-        cfg = self.config
-        probs, faces = generate_faces(self.ours, masked[None], cfg, inside[None])
-        prob, face = probs[0], faces[0]
-        region = mask_region(prob, cfg.mask_threshold)
-        weight = grow_region(region, cfg.grow_px, cfg.feather_px)[..., None]
-        ours = np.clip(np.rint(weight * face + (1 - weight) * masked), 0, 255).astype(np.uint8)
+        ours = self.pipeline.unmask_crops(masked[None], inside[None].astype(np.float32))[0]
         hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
-        results = {
-            "ours": (ours, region.astype(bool)),
+        return {
+            "ours": (ours.output, ours.edit.region.astype(bool)),
             "telea": (cv2.inpaint(masked, hole, 5, cv2.INPAINT_TELEA), None),
             "navier_stokes": (cv2.inpaint(masked, hole, 5, cv2.INPAINT_NS), None),
             "copy_input": (masked, None),
         }
-        if self.baseline is not None:
-            results["pix2pix"] = (self._run(self.baseline, masked)[1], None)
-        return results
 
 
 def age_group(age: int) -> str:
@@ -146,30 +124,31 @@ def evaluate(
     per_method: dict[str, list[dict]] = defaultdict(list)
     per_group: dict[str, list[dict]] = defaultdict(list)
     bare_edited: list[bool] = []
-    with FaceDetector() as detector:
-        for index, path in enumerate(tqdm(files, desc=f"evaluate {masks}", unit="face")):
-            rgb = np.asarray(Image.open(path).convert("RGB"))
-            mesh = meshes.get(path.name)
-            if mesh is None:
-                found = [f for f in detector.detect(rgb) if f.mesh is not None]
-                if not found:
-                    continue
-                mesh = found[0].mesh
-            drawn = renderer.render(rgb, mesh, np.random.default_rng([seed, index]))
-            matrix = eyes_to_crop(mesh_eyes(mesh))
-            masked, truth = warp_to_crop(drawn.image, matrix), warp_to_crop(rgb, matrix)
-            mask = warp_to_crop(drawn.alpha, matrix) > 0.5
-            # Only the photo is scored: around it the crop is a mirror image of it, nobody's face.
-            inside = inside_photo(rgb.shape, matrix) > 0.5
-            bare_edited.append(methods.edits_bare_face(truth))
-            for name, (pred, pred_mask) in methods(masked, mask, inside).items():
-                pred = np.where(inside[..., None], pred, truth)
-                row = score(pred, truth, mask & inside, None if pred_mask is None else pred_mask & inside)
-                per_method[name].append(row)
-                if groups and name == "ours":
-                    age, _, race = path.name.split("_")[:3]
-                    per_group[f"race:{RACES.get(int(race), race)}"].append(row)
-                    per_group[f"age:{age_group(int(age))}"].append(row)
+    lpips = LPIPS()
+    detector = methods.pipeline.detector
+    for index, path in enumerate(tqdm(files, desc=f"evaluate {masks}", unit="face")):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        mesh = meshes.get(path.name)
+        if mesh is None:
+            found = [f for f in detector.detect(rgb) if f.mesh is not None]
+            if not found:
+                continue
+            mesh = found[0].mesh
+        drawn = renderer.render(rgb, mesh, np.random.default_rng([seed, index]))
+        matrix = eyes_to_crop(mesh_eyes(mesh))
+        masked, truth = warp_to_crop(drawn.image, matrix), warp_to_crop(rgb, matrix)
+        mask = warp_to_crop(drawn.alpha, matrix) > 0.5
+        # Only the photo is scored: around it the crop is a mirror image of it, nobody's face.
+        inside = inside_photo(rgb.shape, matrix) > 0.5
+        bare_edited.append(methods.edits_bare_face(truth))
+        for name, (pred, pred_mask) in methods(masked, mask, inside).items():
+            pred = np.where(inside[..., None], pred, truth)
+            row = score(pred, truth, mask & inside, None if pred_mask is None else pred_mask & inside, lpips)
+            per_method[name].append(row)
+            if groups and name == "ours":
+                age, _, race = path.name.split("_")[:3]
+                per_group[f"race:{RACES.get(int(race), race)}"].append(row)
+                per_group[f"age:{age_group(int(age))}"].append(row)
     result = {masks: {name: mean_metrics(rows) for name, rows in per_method.items()}}
     if groups:
         result["groups"] = {
@@ -191,13 +170,13 @@ def mean_metrics(rows: list[dict]) -> dict:
 
 def markdown_table(result: dict, masks: str) -> str:
     lines = [
-        f"| method ({masks} masks) | PSNR | SSIM | PSNR in mask | L1 in mask | mask IoU |",
-        "|---|---|---|---|---|---|",
+        f"| method ({masks} masks) | PSNR | SSIM | PSNR in mask | L1 in mask | LPIPS | mask IoU |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, m in result[masks].items():
         cells = [
             f"{m[k]:.4f}"
-            if k in ("ssim", "mask_iou") and m[k] is not None
+            if k in ("ssim", "lpips", "mask_iou") and m[k] is not None
             else ("—" if m[k] is None else f"{m[k]:.2f}")
             for k in METRICS
         ]
@@ -210,13 +189,13 @@ def markdown_table(result: dict, masks: str) -> str:
     if "groups" in result:
         lines += [
             "",
-            "| group (ours) | n | PSNR | SSIM | PSNR in mask | L1 in mask |",
-            "|---|---|---|---|---|---|",
+            "| group (ours) | n | PSNR | SSIM | PSNR in mask | L1 in mask | LPIPS |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, m in result["groups"].items():
             lines.append(
                 f"| {name} | {m['n']} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr_mask']:.2f} | "
-                f"{m['l1_mask']:.2f} |"
+                f"{m['l1_mask']:.2f} | {m['lpips']:.4f} |"
             )
     return "\n".join(lines)
 
@@ -231,8 +210,7 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="JSON result; a .md table is written beside it"
     )
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="our generator")
-    parser.add_argument("--baseline", type=Path, default=None, help="plain pix2pix generator weights")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="our model file")
     parser.add_argument("--landmarks", type=Path, default=None, help="cached meshes (training.landmarks)")
     parser.add_argument("--templates", type=Path, default=DEFAULT_TEMPLATES)
     parser.add_argument(
@@ -240,10 +218,17 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    methods = Methods(args.weights, args.baseline, PipelineConfig())
-    result = evaluate(
-        args.faces, args.masks, args.limit, methods, args.landmarks, args.templates, args.seed, args.groups
-    )
+    with UnmaskPipeline(PipelineConfig(weights=str(args.weights))) as pipeline:
+        result = evaluate(
+            args.faces,
+            args.masks,
+            args.limit,
+            Methods(pipeline),
+            args.landmarks,
+            args.templates,
+            args.seed,
+            args.groups,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     table = markdown_table(result, args.masks)

@@ -47,7 +47,17 @@ MOUTH_COVER = (0, 17, 13, 14, 61, 291)
 # Cheek points left and right of the nose, read to tell which side the light comes from.
 CHEEKS = ((50, 101, 36, 205, 187, 123, 117), (280, 330, 266, 425, 411, 352, 346))
 
-DRAWN_KINDS = ("surgical", "n95", "kn95", "cloth", "cloth_printed", "cloth_photo", "bench", "respirator")
+DRAWN_KINDS = (
+    "surgical",
+    "n95",
+    "kn95",
+    "cloth",
+    "cloth_printed",
+    "cloth_photo",
+    "bench",
+    "respirator",
+    "scarf",
+)
 # How often each drawn style is picked. Dark cloth, valved N95s and masks reaching the ears are
 # what a model trained on naive masks fails on, so cloth and respirators get a large share.
 # Elastomeric respirators teach that a mask may stick out past the face's outline (cartridges).
@@ -60,6 +70,9 @@ DRAWN_WEIGHTS = {
     "cloth_photo": 0.08,
     "bench": 0.07,
     "respirator": 0.08,
+    # Scarves and snoods: soft, wide (out to the ears and past them) and down over the neck; a
+    # model trained without them left them on.
+    "scarf": 0.08,
 }
 TEMPLATE_SHARE = 0.25  # of the train split's masks; the rest are drawn
 TRAIN_TEMPLATES = ("surgical", "surgical_blue", "surgical_green", "N95", "cloth")
@@ -223,6 +236,7 @@ class _Fit:
     bottom_exp: float  # 1 V-shaped (KN95) .. 3 a flat U
     ext: tuple[float, float]  # sides beyond the visible contour (left, right); ~0.2 reaches the ears
     half_width: float = 0.0  # if set, no wider than this from the nose (a cup has its own size)
+    min_half_width: float = 0.0  # if set, at least this wide from the nose (a scarf round the neck)
     jag: float = 0.0  # bench masks: a jagged top edge
 
 
@@ -270,6 +284,8 @@ def _geometry(face: _Face, fit: _Fit, rng: np.random.Generator, nu: int = 20, nv
         xs = face.span(ys)[end] + sign * fit.ext[end] * s
         if fit.half_width:
             xs = x_nose + sign * np.minimum(sign * (xs - x_nose), fit.half_width * s)
+        if fit.min_half_width:
+            xs = x_nose + sign * np.maximum(sign * (xs - x_nose), fit.min_half_width * s)
         return x_nose + sign * np.maximum(sign * (xs - x_nose), sign * (x_in[end] - x_nose))
 
     tl, tr = np.array([side_x(y_tc[0], 0), y_tc[0]]), np.array([side_x(y_tc[1], 1), y_tc[1]])
@@ -610,8 +626,10 @@ class MaskRenderer:
             color = _pick(rng, N95_COLORS)
         elif style == "kn95":
             color = _pick(rng, KN95_COLORS)
-        elif style == "cloth":
+        elif style == "cloth" or (style == "scarf" and rng.random() < 0.6):
             color = _pick(rng, CLOTH_COLORS)
+        elif style == "scarf":
+            return _print_pattern(tx, ty, face.iod, self._smooth, rng), style
         elif style == "bench":
             color = _pick(rng, BENCH_COLORS)
         elif style == "respirator":
@@ -798,6 +816,10 @@ CLOTH_COLORS = (
     ((215, 185, 60), 0.04),  # mustard
     ((40, 120, 110), 0.04),  # teal
     ((130, 130, 135), 0.03),  # grey
+    ((232, 70, 150), 0.04),  # hot pink
+    ((240, 200, 30), 0.02),  # bright yellow
+    ((235, 110, 35), 0.02),  # orange
+    ((60, 170, 80), 0.02),  # bright green
 )
 BENCH_COLORS = (
     ((208, 210, 218), 0.35),
@@ -972,7 +994,34 @@ def _style_fit(style: str, face: _Face, rng: np.random.Generator) -> tuple[_Fit,
             jag=u(0.02, 0.05),
         )
         return fit, _Material(flat=True, grain=u(0.01, 0.03)), ""
+    if style == "scarf":
+        fit = _Fit(
+            height=u(0.35, 1.0),
+            drop=u(0.0, 0.2),
+            peak_round=u(0.3, 0.5),
+            top_exp=u(0.8, 1.2),
+            cup=False,
+            below=u(0.6, 1.5),
+            corner=u(0.2, 0.6),
+            bottom_exp=u(1.0, 2.0),
+            ext=sides(0.15, 0.45, 0.0),
+            min_half_width=u(0.8, 1.2),
+        )
+        mat = _Material(
+            ambient=u(0.4, 0.6),
+            spec=u(0.0, 0.05),
+            shininess=6.0,
+            curve=u(0.6, 1.0),
+            nose_ridge=u(0.2, 0.5),
+            relief=u(0.12, 0.25),  # loose folds
+            crease=u(0.0, 0.2),
+            grain=u(0.015, 0.04),  # knit
+            wrinkle=u(0.1, 0.2),
+            edge_dark=u(0.1, 0.25),
+        )
+        return fit, mat, ""
     # cloth, cloth_printed, cloth_photo
+    glossy = rng.random() < 0.15  # satin and synthetic fabrics shine
     fit = _Fit(
         height=height,
         drop=u(0.12, 0.4),
@@ -986,8 +1035,8 @@ def _style_fit(style: str, face: _Face, rng: np.random.Generator) -> tuple[_Fit,
     )
     mat = _Material(
         ambient=u(0.4, 0.6),
-        spec=u(0.0, 0.04),
-        shininess=6.0,
+        spec=u(0.15, 0.35) if glossy else u(0.0, 0.04),
+        shininess=u(16.0, 30.0) if glossy else 6.0,
         curve=u(0.7, 1.1),
         nose_ridge=u(0.3, 0.6),
         relief=u(0.06, 0.16),

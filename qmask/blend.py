@@ -1,0 +1,129 @@
+"""Where the new face goes and how it meets the photo, in the canonical crop.
+
+From the segmenter's mask probabilities to an `Edit`: the solid mask region (holes filled, only
+pieces that reach the mouth area), whether the face is edited at all, the blend weight (the region
+grown at full weight, then feathered) and the hole the inpainter paints (every pixel the weight
+touches). Then the painted face is toned like the photo when the photo is monochrome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from qmask.align import CROP_SIZE
+
+# Between nose tip and mouth in the crop (x0, y0, x1, y1), with room for turned faces.
+MOUTH_AREA = (100, 130, 156, 170)
+
+
+@dataclass(frozen=True)
+class BlendConfig:
+    mask_threshold: float = 0.5
+    # A face is edited only if its mask region covers at least this share of the crop.
+    min_mask_fraction: float = 0.08
+    # The region is grown by `grow_px` at full weight, so no half-transparent edge of the real mask
+    # is blended back (erasing a little skin costs far less than a visible remnant), then the weight
+    # falls to 0 over `feather_px` so no seam shows.
+    grow_px: float = 5.0
+    feather_px: float = 4.0
+
+
+@dataclass
+class Edit:
+    """What happens to one face crop."""
+
+    region: np.ndarray  # (H, W) uint8: the predicted mask, solid
+    fraction: float  # share of the crop in the region
+    edited: bool
+    weight: np.ndarray  # (H, W) float32 blend weight of the painted face; all 0 when not edited
+
+    @property
+    def hole(self) -> np.ndarray:
+        """(H, W) float32: 1 where the inpainter paints (wherever the weight is above 0)."""
+        return (self.weight > 0).astype(np.float32)
+
+
+def fill_holes(hard: np.ndarray, close_px: int = 9) -> np.ndarray:
+    """Close small gaps and fill enclosed holes: a real mask is one solid piece, and a hole in the
+    prediction (a valve, a printed pattern) would leave a patch of mask in the result."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
+    closed = cv2.morphologyEx(hard, cv2.MORPH_CLOSE, kernel)
+    _, labels = cv2.connectedComponents(1 - closed)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    holes = (closed == 0) & ~np.isin(labels, edge)
+    return (closed.astype(bool) | holes).astype(np.uint8)
+
+
+def mask_region(mask_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The predicted mask as a solid (H, W) uint8 region: thresholded, holes filled, and only the
+    pieces that reach the mouth area (every mask covers it). Stray pieces elsewhere (a collar,
+    hair, the photo's edge) are dropped rather than repainted with face."""
+    hard = fill_holes((mask_prob >= threshold).astype(np.uint8))
+    _, labels = cv2.connectedComponents(hard)
+    x0, y0, x1, y1 = (np.array(MOUTH_AREA) * mask_prob.shape[0] / CROP_SIZE).round().astype(int)
+    pieces = np.unique(labels[y0:y1, x0:x1])
+    return np.isin(labels, pieces[pieces > 0]).astype(np.uint8)
+
+
+def blend_weight(region: np.ndarray, grow: float = 5.0, feather: float = 4.0) -> np.ndarray:
+    """Blend weight in the crop from the solid region: exactly 1 within `grow` pixels of it, then
+    falling linearly to 0 over `feather` pixels; beyond grow + feather exactly 0."""
+    if not region.any():
+        return np.zeros(region.shape, np.float32)
+    dist = cv2.distanceTransform(1 - region, cv2.DIST_L2, 5)
+    return np.clip((grow + feather - dist) / max(feather, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def plan_edit(mask_prob: np.ndarray, config: BlendConfig) -> Edit:
+    """The region, the edit decision and the blend weight for one face's mask probabilities."""
+    region = mask_region(mask_prob, config.mask_threshold)
+    fraction = float(region.mean())
+    edited = fraction >= config.min_mask_fraction
+    weight = (
+        blend_weight(region, config.grow_px, config.feather_px)
+        if edited
+        else np.zeros(region.shape, np.float32)
+    )
+    return Edit(region=region, fraction=fraction, edited=edited, weight=weight)
+
+
+def blend(crop: np.ndarray, face: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """The crop with the painted face blended in by `weight` (what paste-back does in the photo)."""
+    w = weight[..., None]
+    return np.clip(np.rint(w * face + (1 - w) * crop), 0, 255).astype(np.uint8)
+
+
+def match_monochrome(
+    crops: np.ndarray, faces: np.ndarray, photo: np.ndarray | None = None, tolerance: float = 3.0
+) -> np.ndarray:
+    """Generated faces ((N,) H, W, 3 uint8) recoloured like their photo when it is black and white
+    or toned (sepia, cyanotype); colour photos keep the generated colours.
+
+    The generator is trained mostly on colour photos and paints skin tones into such photos. Each
+    channel of a monochrome photo is a linear function of its luminance: fitted on the crop's
+    pixels that show the photo (`photo`, (N,) H, W bool: inside the photo and outside the
+    predicted mask, which may be coloured; default all), it counts as monochrome when the fit is
+    off by less than `tolerance` levels (RMS), and the face's luminance is mapped through it.
+    """
+    single = faces.ndim == 3
+    if single:
+        crops, faces = crops[None], faces[None]
+        photo = None if photo is None else photo[None]
+    out = faces.copy()
+    luma = np.array([0.299, 0.587, 0.114])
+    for i, (crop, face) in enumerate(zip(crops, faces, strict=True)):
+        pixels = crop.reshape(-1, 3).astype(np.float64)
+        if photo is not None:
+            pixels = pixels[photo[i].reshape(-1)]
+        if len(pixels) < 64:
+            continue
+        design = np.stack([pixels @ luma, np.ones(len(pixels))], axis=1)
+        coef, *_ = np.linalg.lstsq(design, pixels, rcond=None)
+        if np.sqrt(((design @ coef - pixels) ** 2).mean()) < tolerance:
+            face_luma = face.reshape(-1, 3).astype(np.float64) @ luma
+            recoloured = np.stack([face_luma, np.ones_like(face_luma)], axis=1) @ coef
+            out[i] = np.clip(np.rint(recoloured), 0, 255).reshape(face.shape).astype(np.uint8)
+    return out[0] if single else out

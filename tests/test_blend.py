@@ -1,0 +1,67 @@
+import numpy as np
+
+from qmask.blend import BlendConfig, blend_weight, fill_holes, mask_region, match_monochrome, plan_edit
+from tests.conftest import BENCH, load_rgb
+
+
+def test_blend_weight_is_hard_inside_and_zero_beyond_the_feather():
+    prob = np.zeros((64, 64), np.float32)
+    prob[20:40, 20:40] = 0.6
+    prob[30, 30] = 0.2  # a soft hole inside the mask must still be fully replaced
+    weight = blend_weight(mask_region(prob, threshold=0.5), grow=3, feather=4)
+    assert weight[30, 30] == 1.0
+    assert weight[17:43, 30].min() == 1.0 and weight[30, 17:43].min() == 1.0  # grown by 3 px at full weight
+    assert weight[:10].max() == 0.0 and weight[:, 50:].max() == 0.0
+    assert 0 < weight[20, 44] < 1  # feathered edge
+
+
+def test_holes_in_the_predicted_mask_are_filled():
+    hard = np.zeros((100, 100), np.uint8)
+    hard[20:80, 20:80] = 1
+    hard[40:60, 40:60] = 0  # a valve the segmentation missed
+    hard[0:10, 0:30] = 1  # a separate piece at the border stays as it is
+    filled = fill_holes(hard)
+    assert filled[20:80, 20:80].all()
+    assert filled[0:10, 0:30].all() and not filled[12:18, 90:].any()
+
+
+def test_faces_in_monochrome_photos_take_the_photos_tone_and_colour_ones_keep_their_colour():
+    colour = load_rgb(BENCH / "0003_target.png")
+    grey = np.repeat(colour.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    sepia = np.clip(grey * np.array([1.0, 0.85, 0.65]) + np.array([20, 10, 0]), 0, 255).astype(np.uint8)
+    masked_grey = grey.copy()
+    masked_grey[150:220, 80:180] = (30, 40, 120)  # a coloured mask on a grey photo
+    prob = np.zeros((256, 256), np.float32)
+    prob[150:220, 80:180] = 1.0
+    face = load_rgb(BENCH / "0004_target.png")
+    photo = np.stack([prob < 0.5] * 3)
+    out = match_monochrome(np.stack([masked_grey, sepia, colour]), np.stack([face] * 3), photo)
+    assert np.abs(out[0].astype(int) - out[0][..., :1]).max() <= 1  # grey
+    # Sepia: the face's channels follow the photo's tone, red above green above blue.
+    assert out[1][..., 0].mean() > out[1][..., 1].mean() > out[1][..., 2].mean()
+    assert np.array_equal(out[2], face)
+    assert np.array_equal(match_monochrome(colour, face), face)
+
+
+def test_only_pieces_of_the_mask_region_that_reach_the_mouth_are_kept():
+    prob = np.zeros((256, 256), np.float32)
+    prob[120:200, 80:176] = 0.9  # the mask over nose, mouth and chin
+    prob[0:12, :] = 0.8  # a stray band at the crop's top edge
+    prob[40:60, 200:240] = 0.7  # and a blob beside the eyes
+    region = mask_region(prob)
+    assert region[120:200, 80:176].all()
+    assert not region[:12].any() and not region[40:60, 200:240].any()
+    assert not mask_region(np.where(np.arange(256)[:, None] < 12, 0.9, 0.0)).any()
+
+
+def test_a_face_is_edited_only_above_the_minimum_mask_fraction():
+    config = BlendConfig(min_mask_fraction=0.08)
+    prob = np.zeros((256, 256), np.float32)
+    prob[130:170, 100:156] = 0.9  # 3.4% of the crop: a speck at the mouth, not a mask
+    small = plan_edit(prob, config)
+    assert not small.edited and small.fraction > 0 and not small.weight.any() and not small.hole.any()
+    prob[110:220, 60:196] = 0.9  # 23%: a mask
+    large = plan_edit(prob, config)
+    assert large.edited and large.fraction > 0.2
+    # The hole is every pixel the blend weight touches, so nothing half-painted is left.
+    assert np.array_equal(large.hole > 0, large.weight > 0) and large.hole[115, 70] == 1

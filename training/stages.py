@@ -1,0 +1,204 @@
+"""What one training step does for each stage of the model; `training.train` runs the loop.
+
+- `SegmenterStep`: BCE + Dice of the predicted mask region against the drawn mask's coverage.
+- `InpainterStep`: Pix2PixHD's losses for the generator that paints the hole: L1 inside the hole,
+  a perceptual loss on VGG16 features of the lower face, a multi-scale LSGAN PatchGAN and
+  feature matching on the discriminators' features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from qmask.model import Inpainter, MultiScaleDiscriminator, Segmenter, UNetConfig
+from training.data import to_uint8
+from training.perceptual import PerceptualLoss
+
+# The lower face in the crop (rows, columns): the perceptual loss and the fine discriminator
+# look here, where the hole is; elsewhere the composite is the photo itself.
+LOWER_FACE = (slice(96, 224), slice(64, 192))
+# VGG16 on this 2-core machine costs more than the generator's step (3.2 s forward and backward
+# for 8 windows of 128 px up to relu3_3, one core), so each step scores one random window of this
+# side within the lower face, the same for the whole batch.
+PERCEPTUAL_WINDOW = 64
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    # Segmenter
+    bce: float = 1.0
+    dice: float = 1.0
+    # Inpainter
+    l1: float = 10.0
+    perceptual: float = 10.0
+    gan: float = 1.0
+    feature_matching: float = 10.0
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum(dim=(1, 2, 3))
+    return (1 - (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)).mean()
+
+
+def _grid(rows: list[list[np.ndarray]]) -> np.ndarray:
+    return np.vstack([np.hstack(row) for row in rows])
+
+
+def _tint(image: np.ndarray, plane: np.ndarray) -> np.ndarray:
+    """The image with `plane` (HxW in [0, 1]) shown in red."""
+    red = np.array([255, 40, 40], np.float32)
+    return np.rint(image * (1 - 0.6 * plane[..., None]) + red * 0.6 * plane[..., None]).astype(np.uint8)
+
+
+class SegmenterStep:
+    """Trains `networks["segmenter"]`."""
+
+    def __init__(self, config: UNetConfig, loss: LossConfig) -> None:
+        self.networks: dict[str, nn.Module] = {"segmenter": Segmenter(config)}
+        self.loss = loss
+        self.last: dict[str, torch.Tensor] = {}
+
+    def to(self, device: torch.device) -> SegmenterStep:
+        return self
+
+    def __call__(self, batch: dict[str, torch.Tensor], models: dict[str, nn.Module], optimizers, autocast):
+        image, alpha = batch["image"], batch["alpha"]
+        hard = (alpha > 0.5).float()
+        with autocast:
+            logits = models["segmenter"](image).float()
+        bce = F.binary_cross_entropy_with_logits(logits, hard)
+        dice = dice_loss(logits, hard)
+        loss = self.loss.bce * bce + self.loss.dice * dice
+        optimizers["segmenter"].zero_grad(set_to_none=True)
+        loss.backward()
+        optimizers["segmenter"].step()
+        self.last = {"image": image, "prob": torch.sigmoid(logits.detach()), "truth": hard}
+        with torch.no_grad():
+            predicted = logits > 0
+            union = (predicted | (hard > 0)).sum().clamp_min(1)
+            iou = ((predicted & (hard > 0)).sum() / union).item()
+        return {"loss": loss.item(), "bce": bce.item(), "dice": dice.item(), "iou": iou}
+
+    def samples(self, n: int = 6) -> np.ndarray:
+        """Rows: input, predicted mask, drawn mask."""
+        n = min(n, len(self.last["image"]))
+        images = [to_uint8(self.last["image"][i]) for i in range(n)]
+        return _grid(
+            [
+                images,
+                [_tint(im, self.last["prob"][i, 0].cpu().numpy()) for i, im in enumerate(images)],
+                [_tint(im, self.last["truth"][i, 0].cpu().numpy()) for i, im in enumerate(images)],
+            ]
+        )
+
+
+def _lsgan(outputs: list[list[torch.Tensor]], real: bool) -> torch.Tensor:
+    target = 1.0 if real else 0.0
+    return sum(F.mse_loss(features[-1], torch.full_like(features[-1], target)) for features in outputs) / len(
+        outputs
+    )
+
+
+def _feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]) -> torch.Tensor:
+    """L1 between the discriminators' inner features of the composite and of the truth."""
+    total, count = 0.0, 0
+    for fake_features, real_features in zip(fake, real, strict=True):
+        for f, r in zip(fake_features[:-1], real_features[:-1], strict=True):
+            total = total + F.l1_loss(f, r.detach())
+            count += 1
+    return total / count
+
+
+class InpainterStep:
+    """Trains `networks["inpainter"]` against `networks["discriminator"]`.
+
+    The discriminator judges (erased crop + hole, image) pairs: the truth, or the composite (the
+    painted face inside the hole, the photo elsewhere, exactly what the pipeline shows).
+    """
+
+    def __init__(
+        self,
+        config: UNetConfig,
+        loss: LossConfig,
+        discriminator_channels: int = 64,
+        seed: int = 0,
+        vgg_weights: Path | None = None,
+    ) -> None:
+        self.networks: dict[str, nn.Module] = {
+            "inpainter": Inpainter(config),
+            "discriminator": MultiScaleDiscriminator(
+                config.in_channels + 3, discriminator_channels, fine_window=LOWER_FACE
+            ),
+        }
+        self.perceptual = PerceptualLoss(vgg=vgg_weights)
+        self.loss = loss
+        self.last: dict[str, torch.Tensor] = {}
+        self.windows = np.random.default_rng(seed)
+
+    def to(self, device: torch.device) -> InpainterStep:
+        self.perceptual.to(device)
+        return self
+
+    def __call__(self, batch: dict[str, torch.Tensor], models: dict[str, nn.Module], optimizers, autocast):
+        image, hole, inside = batch["image"], batch["hole"], batch["inside"]
+        hole = (hole > 0.5).float()
+        condition = torch.cat([image * (1 - hole), hole], dim=1)
+        # Only pixels of the photo are painted in the composite: beyond its edge the crop is a
+        # mirror image, no face to learn.
+        painted = hole * inside
+        generator, discriminator = models["inpainter"], models["discriminator"]
+        with autocast:
+            face = generator(image, hole).float()
+            composite = image + painted * (face - image)
+            d_real = discriminator(condition, image)
+            d_fake = discriminator(condition, composite.detach())
+            loss_d = 0.5 * (_lsgan(d_real, True) + _lsgan(d_fake, False))
+        optimizers["discriminator"].zero_grad(set_to_none=True)
+        loss_d.backward()
+        optimizers["discriminator"].step()
+
+        with autocast:
+            d_fake = discriminator(condition, composite)
+            gan = _lsgan(d_fake, True)
+            matching = _feature_matching(d_fake, [[f.detach() for f in fs] for fs in d_real])
+        l1 = ((face - image).abs() * painted).sum() / (3 * painted.sum()).clamp_min(1.0)
+        rows, cols = self._perceptual_window()
+        perceptual = self.perceptual(composite[..., rows, cols], image[..., rows, cols])
+        cfg = self.loss
+        loss_g = cfg.l1 * l1 + cfg.perceptual * perceptual + cfg.gan * gan + cfg.feature_matching * matching
+        optimizers["inpainter"].zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizers["inpainter"].step()
+        self.last = {"condition": condition.detach(), "composite": composite.detach(), "image": image}
+        return {
+            "loss": loss_g.item(),
+            "l1": l1.item(),
+            "perceptual": perceptual.item(),
+            "gan": gan.item(),
+            "feature_matching": matching.item(),
+            "loss_d": loss_d.item(),
+        }
+
+    def _perceptual_window(self) -> tuple[slice, slice]:
+        rows, cols = LOWER_FACE
+        y = int(self.windows.integers(rows.start, rows.stop - PERCEPTUAL_WINDOW + 1))
+        x = int(self.windows.integers(cols.start, cols.stop - PERCEPTUAL_WINDOW + 1))
+        return slice(y, y + PERCEPTUAL_WINDOW), slice(x, x + PERCEPTUAL_WINDOW)
+
+    def samples(self, n: int = 6) -> np.ndarray:
+        """Rows: what the inpainter sees (hole erased), the composite, the truth."""
+        n = min(n, len(self.last["image"]))
+        return _grid(
+            [
+                [to_uint8(self.last["condition"][i, :3]) for i in range(n)],
+                [to_uint8(self.last["composite"][i]) for i in range(n)],
+                [to_uint8(self.last["image"][i]) for i in range(n)],
+            ]
+        )
