@@ -1,6 +1,6 @@
 """Per-stage timing of the pipeline on a 1 MP and a 12 MP photo.
 
-    python -m qmask.bench [--photo PATH] [--repeats 5] [--device cpu]
+    python -m benchmarks.photo [--photo PATH] [--repeats 5] [--device cpu]
 
 The photo (default: a real masked photo from ../shared/data) is scaled to each size and encoded
 as JPEG, so decoding and encoding are timed on realistic files. Prints the median of each stage.
@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from benchmarks.data import REAL_MASKED
 from qmask.pipeline import PipelineConfig, UnmaskPipeline
 
-DEFAULT_PHOTO = Path("../shared/data/real-masked/1237.png")
+DEFAULT_PHOTO = REAL_MASKED / "1237.png"
 SIZES = {"1 MP": (1155, 866), "12 MP": (4000, 3000)}
-STAGES = ("decode", "detect", "align", "generate", "composite", "paste_back", "encode")
+STAGES = ("decode", "detect", "align", "segment", "plan", "inpaint", "paste_back", "encode")
 
 
 def jpeg_of_size(photo: Path, size: tuple[int, int]) -> bytes:

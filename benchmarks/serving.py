@@ -1,16 +1,20 @@
 """Latency and throughput of a running TorchServe (`make serve` first).
 
-    python -m serve.bench [--requests 20] [--clients 1 4 16] [--photos ../shared/data/real-masked]
+    python -m benchmarks.serving [--requests 40] [--clients 1 8 16 32] [--photos ../shared/data/real-masked]
 
 For each number of concurrent clients, sends `--requests` photos (the real masked photos, in name
 order, round robin) as fast as the clients get answers, and prints the median and 95th-percentile
-latency and the photos answered per second. One request first warms the worker up. The loops are
-bounded and only ever talk to the given URL (loopback by default).
+latency and the photos answered per second. Then a mixed load: the same photos with bad requests
+between them (garbage, truncated files, wrong types, decompression bombs), which must not make a
+single good photo fail. One request first warms the worker up. The loops are bounded and only ever
+talk to the given URL (loopback by default). The load generator runs on the same machine as the
+server, so on a small machine it takes CPU from the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import threading
 import time
@@ -21,10 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
+from benchmarks.data import REAL_MASKED
 from qmask.imageio import FORMAT_BY_SUFFIX, SUPPORTED_FORMATS
 
 DEFAULT_URL = "http://127.0.0.1:8080/predictions/qmask"
-DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "real-masked"
+DEFAULT_PHOTOS = REAL_MASKED
 
 
 @dataclass
@@ -53,8 +60,22 @@ def post(url: str, body: bytes, media_type: str, timeout: float = 120) -> int:
         return 0
 
 
-def run_level(url: str, photos: list[tuple[bytes, str]], clients: int, requests: int) -> Level:
-    """`requests` photos from `clients` threads, each sending its next photo once answered."""
+def bad_requests(photo: bytes) -> list[tuple[bytes, str]]:
+    """Requests the server must refuse quickly, without harm to the photos between them."""
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # 400 MP in a few KB
+    return [
+        (b"not an image at all", "image/jpeg"),
+        (photo[: len(photo) // 3], "image/png"),  # truncated
+        (b"hello", "text/plain"),
+        (bomb.getvalue(), "image/png"),
+        (bytes(range(256)) * 64, "application/octet-stream"),
+    ]
+
+
+def run_level(url: str, items: list[tuple[bytes, str, bool]], clients: int, requests: int) -> Level:
+    """`requests` requests (`items` round robin) from `clients` threads, each sending its next one
+    once answered; items marked True are the photos whose answers and latency count."""
     counter = iter(range(requests))
     lock = threading.Lock()
     latencies: list[float] = []
@@ -66,10 +87,12 @@ def run_level(url: str, photos: list[tuple[bytes, str]], clients: int, requests:
                 index = next(counter, None)
             if index is None:
                 return
-            body, media_type = photos[index % len(photos)]
+            body, media_type, counted = items[index % len(items)]
             start = time.perf_counter()
             status = post(url, body, media_type)
             elapsed = time.perf_counter() - start
+            if not counted:
+                continue
             with lock:
                 statuses.append(status)
                 if status:
@@ -88,26 +111,39 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of JPEG/PNG/WebP photos")
-    parser.add_argument("--requests", type=int, default=20, help="requests per level")
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--requests", type=int, default=40, help="requests per level")
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 16, 32])
     args = parser.parse_args(argv)
     files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in FORMAT_BY_SUFFIX)
     if not files:
-        raise SystemExit(f"serve.bench: no photos in {args.photos}")
+        raise SystemExit(f"benchmarks.serving: no photos in {args.photos}")
     photos = [(p.read_bytes(), SUPPORTED_FORMATS[FORMAT_BY_SUFFIX[p.suffix.lower()]]) for p in files]
     if post(args.url, *photos[0]) != 200:
-        raise SystemExit(f"serve.bench: {args.url} does not answer a photo; is the server up (make serve)?")
+        raise SystemExit(
+            f"benchmarks.serving: {args.url} does not answer a photo; is the server up (make serve)?"
+        )
     print(f"{args.url}, {args.requests} requests per level, photos from {args.photos}")
     # A photo without a detectable face is answered too (422): it counts, and is listed.
     print("| clients | p50 ms | p95 ms | photos/s | answers other than 200 |")
     print("|---|---|---|---|---|")
+    good = [(body, media_type, True) for body, media_type in photos]
     for clients in args.clients:
-        level = run_level(args.url, photos, clients, args.requests)
-        rate = len(level.latencies) / level.wall
-        others = Counter(s for s in level.statuses if s != 200)
-        listed = ", ".join(f"{n}x {s or 'no answer'}" for s, n in sorted(others.items())) or "none"
-        p50, p95 = level.percentile(50), level.percentile(95)
-        print(f"| {clients} | {p50:.0f} | {p95:.0f} | {rate:.1f} | {listed} |")
+        print(row(run_level(args.url, good, clients, args.requests), str(clients)))
+    # Mixed: after every good photo a bad request; 422 (no face) counts as answered, as above.
+    bad = bad_requests(photos[0][0])
+    mixed = [item for i, photo in enumerate(good) for item in (photo, (*bad[i % len(bad)], False))]
+    clients = max(args.clients)
+    level = run_level(args.url, mixed, clients, 2 * args.requests)
+    print(row(level, f"{clients}, half bad"))
+    failed = sum(s not in (200, 422) for s in level.statuses)
+    print(f"\nmixed load: {len(level.statuses)} good photos, {failed} failed")
+
+
+def row(level: Level, label: str) -> str:
+    rate = len(level.latencies) / level.wall
+    others = Counter(s for s in level.statuses if s != 200)
+    listed = ", ".join(f"{n}x {s or 'no answer'}" for s, n in sorted(others.items())) or "none"
+    return f"| {label} | {level.percentile(50):.0f} | {level.percentile(95):.0f} | {rate:.1f} | {listed} |"
 
 
 if __name__ == "__main__":

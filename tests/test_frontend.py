@@ -17,9 +17,9 @@ from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 from streamlit.testing.v1 import AppTest
 
+from benchmarks.clips import make_clip
 from frontend import client
 from frontend.run import APP, REPO, page_ready, streamlit_command
-from qmask.bench_video import make_clip
 from tests.conftest import REAL_MASKED
 from tests.torchserve_fixture import VERSION
 
