@@ -42,6 +42,7 @@ from frontend.client import (  # noqa: E402
     TruncatedVideo,
     Unreachable,
     UnsupportedType,
+    WorkerDied,
 )
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
@@ -49,7 +50,7 @@ DEFAULT_API_URL = "http://127.0.0.1:8080"
 MAX_UPLOAD_MB = 25
 DOWNLOAD_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg"}
 # Failures the next try may not have: not kept, so a rerun asks the server again.
-TRANSIENT = (Unreachable, NotReady, InternalError)
+TRANSIENT = (Unreachable, NotReady, InternalError, WorkerDied)
 # JPEG re-encoding moves every pixel a little; the replaced region differs by far more.
 REGION_THRESHOLD = 24
 EDITED_COLOUR = (0, 200, 90)
@@ -70,16 +71,18 @@ MESSAGES: dict[type[ApiError], str] = {
     NotReady: "The QMask server is up but its model is not ready (still loading, or busy). Try again "
     "in a moment.",
     InternalError: "The server failed on this photo. Try again; if it keeps failing, tell its operators.",
+    WorkerDied: "The server restarted twice while working on this photo. Try again in a minute.",
 }
 MESSAGES[NotAVideo] = "This file is not a video QMask can read. Send an MP4, QuickTime or WebM clip."
 MESSAGES[TruncatedVideo] = "This clip is cut off or damaged. Save or export it again and retry."
 # Where a clip needs other words than a photo.
 VIDEO_MESSAGES: dict[type[ApiError], str] = {
-    TooLarge: f"This clip is too large: at most 30 seconds, 1920x1080 and {MAX_UPLOAD_MB} MB. Trim or "
-    "shrink it.",
+    TooLarge: f"This clip is too large: at most 30 seconds, 900 frames, 60 frames per second, 1920x1080 "
+    f"and {MAX_UPLOAD_MB} MB. Trim or shrink it.",
     NoFace: "No face was found in any frame of this clip. Try a clip with closer, frontal faces.",
     InternalError: "The server failed on this clip (a long clip can run out of time on a busy server). "
     "Try a shorter one; if it keeps failing, tell its operators.",
+    WorkerDied: "The server restarted while working on this clip. Try again in a minute.",
 }
 UNEXPECTED = "The server gave an answer this page does not understand. Try again later."
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from dataclasses import dataclass
 from enum import Enum
 
@@ -16,6 +17,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 MODEL = "qmask"
+# Clips have a model of their own (own worker and queue), so photos never wait behind them.
+VIDEO_MODEL = "qmask-video"
 # (connect, read) seconds: a dead address fails fast, a busy CPU server gets time to answer.
 PREDICT_TIMEOUT = (3.05, 120.0)
 STATUS_TIMEOUT = (3.05, 10.0)
@@ -24,8 +27,14 @@ VIDEO_TIMEOUT = (3.05, 900.0)
 # What the page sends clips as, by file suffix; the answer is always MP4.
 VIDEO_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm"}
 # Connection errors happen before the server has seen a request, so retrying them (POST included)
-# never runs a photo twice; read errors, timeouts and error statuses are not retried.
+# never runs a photo twice; read errors, timeouts and error statuses are not retried here.
 CONNECT_RETRIES = Retry(total=2, connect=2, read=0, redirect=0, status=0, other=0, backoff_factor=0.25)
+# When the worker dies with the request (killed, out of memory), TorchServe answers with its own body
+# {"code": 507 or 500, "type": ..., "message": "Worker died."} (507 once it has seen the kill's exit
+# status) and starts a new worker within seconds. Unmasking a photo changes nothing on the server,
+# so a photo is sent once more after this pause; a clip is not (minutes of work; the page says retry).
+WORKER_DIED_MESSAGE = "Worker died."
+WORKER_RESTART_S = 6.0
 # The body of the readiness probe: the handler rejects it before any model runs.
 PROBE_BODY = b"qmask readiness probe"
 
@@ -83,6 +92,10 @@ class Unreachable(ApiError):
 
 class NotReady(ApiError):
     """The server answers but the model does not: not registered (404) or no free worker (503)."""
+
+
+class WorkerDied(ApiError):
+    """507 or 500 "Worker died.": the worker died with the request; worth one retry once a new one is up."""
 
 
 class UnexpectedResponse(ApiError):
@@ -145,6 +158,8 @@ def error_from_response(response: requests.Response) -> ApiError:
     # TorchServe's own answers, before the handler: {"code": 404, "type": ..., "message": ...}.
     if response.status_code == 413:
         return TooLarge(message, 413)
+    if response.status_code in (500, 507) and message == WORKER_DIED_MESSAGE:
+        return WorkerDied(message, response.status_code)
     if response.status_code in (404, 503):
         return NotReady(message, response.status_code)
     if response.status_code >= 500:
@@ -155,8 +170,9 @@ def error_from_response(response: requests.Response) -> ApiError:
 class QMaskClient:
     """Talks to one server; the session keeps connections open between requests."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, worker_restart_s: float = WORKER_RESTART_S) -> None:
         self.base_url = base_url.rstrip("/")
+        self.worker_restart_s = worker_restart_s
         self.session = requests.Session()
         adapter = HTTPAdapter(max_retries=CONNECT_RETRIES)
         self.session.mount("http://", adapter)
@@ -174,8 +190,14 @@ class QMaskClient:
         return self._request("POST", f"/predictions/{MODEL}", timeout, data=photo, headers=headers)
 
     def unmask(self, photo: bytes) -> Result:
-        """The unmasked photo (the input's format) with the faces found; raises an `ApiError`."""
+        """The unmasked photo (the input's format) with the faces found; raises an `ApiError`.
+
+        A worker that died with the photo gets the photo once more, after a pause.
+        """
         response = self._predict_raw(photo, PREDICT_TIMEOUT)
+        if response.status_code != 200 and isinstance(error_from_response(response), WorkerDied):
+            time.sleep(self.worker_restart_s)
+            response = self._predict_raw(photo, PREDICT_TIMEOUT)
         if response.status_code != 200:
             raise error_from_response(response)
         try:
@@ -196,7 +218,8 @@ class QMaskClient:
     def unmask_video(self, clip: bytes, media_type: str) -> bytes:
         """The unmasked clip (MP4, with the input's sound); raises an `ApiError`."""
         headers = {"Content-Type": media_type, "Accept": "video/mp4"}
-        response = self._request("POST", f"/predictions/{MODEL}", VIDEO_TIMEOUT, data=clip, headers=headers)
+        path = f"/predictions/{VIDEO_MODEL}"
+        response = self._request("POST", path, VIDEO_TIMEOUT, data=clip, headers=headers)
         if response.status_code != 200:
             raise error_from_response(response)
         if not response.headers.get("Content-Type", "").startswith("video/mp4"):

@@ -1,14 +1,17 @@
 """TorchServe handler for the `qmask` model: HTTP requests in, `qmask.pipeline` calls, HTTP answers out.
 
-The .mar built by `serve/archive.py` holds this file, the generator weights (a state_dict, loaded
-eagerly), `qmask/model.py` as the model file and the model card. The `qmask` package itself, with its
-face-detector assets, is installed in the environment TorchServe runs in, so the archive carries
-weights and the environment carries code (see README, "Serving").
+The .mar built by `serve/archive.py` holds this file, the weights (both stages' state_dicts in one
+file, loaded eagerly), `qmask/model.py` as TorchServe's model file and the model card. The `qmask`
+package itself, with its face-detector assets, is installed in the environment TorchServe runs in,
+so the archive carries weights and the environment carries code (see README, "Serving").
 
 Contract (README, "Serving"): the photo is the request body (Content-Type image/jpeg, image/png or
 image/webp; none at all or application/octet-stream means "look at the bytes") or the multipart field
-`data`. A clip (video/mp4, video/quicktime or video/webm, or sniffed bytes that are one) is answered
-with the unmasked clip as video/mp4 (README, "Video"), within `VIDEO_CONFIG`'s limits (413 beyond).
+`data`. The same handler serves two TorchServe models, set by `handler: {media: ...}` in the
+model's config: `qmask` takes photos, `qmask-video` takes clips (video/mp4, video/quicktime or
+video/webm, or sniffed bytes that are one) and answers with the unmasked clip as video/mp4 (README,
+"Video"), within `VIDEO_CONFIG`'s limits (413 beyond). Clips have their own model so that they have
+their own worker and queue: a photo never waits behind minutes of video.
 For a photo, the answer is the unmasked photo in the input's format, another one if `Accept` asks for
 image/png, image/jpeg or image/webp, or JSON with the faces and the base64 photo for
 `Accept: application/json`. Errors are JSON `{"code": ..., "message": ...}` with the status of the
@@ -19,16 +22,19 @@ one bad photo never fails the others, and photos are neither written to disk nor
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from ts.context import Context
+from ts.service import Service
 
 import qmask.model
 from qmask.imageio import (
@@ -58,8 +64,32 @@ JSON_TYPE = "application/json"
 SNIFFED_TYPES = ("", "application/octet-stream")
 # The multipart field that carries the photo; TorchServe names a raw body "body".
 FORM_FIELD = "data"
-# Clips: at most 30 s, 1920x1080 (either way up) and 25 MiB; the defaults of VideoLimits.
+# Clips: at most 30 s, 900 frames, 60 fps, 1920x1080 (either way up) and 25 MiB; the defaults of
+# VideoLimits.
 VIDEO_CONFIG = VideoConfig(limits=VideoLimits())
+# What each model of this handler takes (the `handler: {media: ...}` key of its model config), and
+# where to send the other kind.
+MEDIA = {"photo": ("photos", "/predictions/qmask"), "video": ("clips", "/predictions/qmask-video")}
+# Key of the worker's request dict holding how often each form field came (see `_count_fields`).
+FIELD_COUNTS = "qmask.field_counts"
+
+
+def _count_fields(retrieve):
+    """TorchServe's worker merges a request's form fields into a dict by name (ts/service.py), so a
+    second `data` part would silently replace the first. Count them before they are merged."""
+
+    @functools.wraps(retrieve)
+    def counting(batch):
+        headers, inputs, ids = retrieve(batch)
+        for request, merged in zip(batch, inputs, strict=True):
+            merged[FIELD_COUNTS] = Counter(p["name"] for p in request["parameters"])
+        return headers, inputs, ids
+
+    return counting
+
+
+if not hasattr(Service.retrieve_data_for_inference, "__wrapped__"):
+    Service.retrieve_data_for_inference = staticmethod(_count_fields(Service.retrieve_data_for_inference))
 
 
 def _sha256(path: Path) -> str:
@@ -79,6 +109,10 @@ def _payload(item: dict, context: Context, idx: int) -> tuple[bytes, bool]:
     """The upload's bytes from a raw body or the multipart field `data`, after the type check, and
     whether it is a clip (declared so, or undeclared bytes of a video container)."""
     field = FORM_FIELD if FORM_FIELD in item else "body" if "body" in item else None
+    if item.get(FIELD_COUNTS, {}).get(FORM_FIELD, 0) > 1:
+        raise NotAnImageError(
+            f"the request has {item[FIELD_COUNTS][FORM_FIELD]} fields {FORM_FIELD!r}; send one"
+        )
     if field is None:
         # TorchServe turned the body into form fields: it was sent as a form (curl --data-binary
         # without -H sends application/x-www-form-urlencoded), or as multipart without `data`.
@@ -149,11 +183,12 @@ def choose_output(accept: str, input_type: str) -> str:
 
 
 class QMaskHandler:
-    """One per TorchServe worker: the pipeline (detector + generator) is loaded once in `initialize`."""
+    """One per TorchServe worker: the pipeline (detector and both networks) is loaded once in `initialize`."""
 
     def __init__(self) -> None:
         self.pipeline: UnmaskPipeline | None = None
         self.model_version = ""
+        self.media = "photo"
 
     def initialize(self, context: Context) -> None:
         properties = context.system_properties
@@ -172,10 +207,13 @@ class QMaskHandler:
         weights = model_dir / manifest["serializedFile"]
         self.pipeline = UnmaskPipeline(PipelineConfig(weights=str(weights), device=device))
         self.model_version = manifest["modelVersion"]
-        logger.info("qmask %s loaded on %s", self.model_version, device)
+        self.media = ((context.model_yaml_config or {}).get("handler") or {}).get("media", "photo")
+        if self.media not in MEDIA:
+            raise RuntimeError(f"handler media {self.media!r} in the model config: one of {', '.join(MEDIA)}")
+        logger.info("qmask %s (%s) loaded on %s", self.model_version, self.media, device)
 
     def handle(self, data: list[dict], context: Context) -> list[bytes]:
-        """Answer every request of a TorchServe batch; all their faces go through one generator call."""
+        """Answer every request of a TorchServe batch; all their faces go through one batch per network."""
         assert self.pipeline is not None, "initialize() was not called"
         start = time.perf_counter()
         answers: list[bytes | None] = [None] * len(data)
@@ -183,8 +221,14 @@ class QMaskHandler:
         for idx, item in enumerate(data):
             try:
                 payload, is_video = _payload(item, context, idx)
+                media = "video" if is_video else "photo"
+                if media != self.media:
+                    what, where = MEDIA[media]
+                    raise UnsupportedFormatError(
+                        f"this endpoint takes {MEDIA[self.media][0]}; send {what} to {where}"
+                    )
                 if is_video:
-                    # A clip is a batch of its own (its frames share generator calls).
+                    # A clip is a batch of its own (its frames share network batches).
                     answers[idx] = self._video(context, idx, payload)
                     continue
                 image = decode(payload, self.pipeline.config.limits)

@@ -48,6 +48,11 @@ class ImageLimits:
     max_pixels: int = 40_000_000  # a 12 MP phone photo fits three times over
 
 
+# Single-channel modes of more than 8 bits: 16-bit greyscale PNGs open as I;16 (or I). Their
+# values are scaled to 8 bits, not clipped (PIL's own conversion clips them, and the photo turns white).
+DEEP_GREY_MODES = ("I;16", "I;16B", "I;16L", "I")
+
+
 @dataclass
 class DecodedImage:
     """An upright RGB(A) photo and what is needed to encode the result like the input."""
@@ -57,6 +62,13 @@ class DecodedImage:
     format: str  # JPEG, PNG or WEBP
     mode: str  # the input's PIL mode, restored on encode
     info: dict  # ICC profile and similar, kept on encode
+    # The 16-bit grey plane of a deep greyscale photo, so that untouched pixels keep every bit.
+    deep_grey: np.ndarray | None = None
+
+
+def _deep_grey(image: Image.Image) -> np.ndarray:
+    """A 16-bit-range greyscale image (I;16 or I) as uint16."""
+    return np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
 
 
 def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
@@ -77,7 +89,9 @@ def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
     except (OSError, SyntaxError, EOFError, ValueError) as exc:
         # A known signature followed by garbage fails while the header is read.
         raise TruncatedImageError(f"the image data is truncated or corrupt ({exc})") from exc
-    if image.format not in SUPPORTED_FORMATS:
+    # MPO (the two-frame JPEG some phones write) is JPEG whose first frame is the photo.
+    fmt = "JPEG" if image.format == "MPO" else image.format
+    if fmt not in SUPPORTED_FORMATS:
         raise UnsupportedFormatError(f"{image.format} images are not supported; send JPEG, PNG or WebP")
     # Check the size from the header, before decoding any pixels (decompression bombs).
     if image.width * image.height > limits.max_pixels:
@@ -89,23 +103,33 @@ def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
         upright = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError) as exc:
         raise TruncatedImageError(f"the image data is truncated or corrupt ({exc})") from exc
+    info = {k: v for k, v in image.info.items() if k in ("icc_profile", "dpi")}
+    if upright.mode in DEEP_GREY_MODES:
+        deep = _deep_grey(upright)
+        grey = np.rint(deep / 257.0).astype(np.uint8)
+        rgb = np.repeat(grey[..., None], 3, axis=2)
+        return DecodedImage(rgb=rgb, alpha=None, format=fmt, mode=image.mode, info=info, deep_grey=deep)
     has_alpha = upright.mode in ("RGBA", "LA", "PA") or (
         upright.mode == "P" and "transparency" in upright.info
     )
     rgba = upright.convert("RGBA") if has_alpha else None
     rgb = np.array((rgba or upright).convert("RGB"))
     alpha = np.array(rgba)[..., 3] if rgba is not None else None
-    info = {k: v for k, v in image.info.items() if k in ("icc_profile", "dpi")}
-    return DecodedImage(rgb=rgb, alpha=alpha, format=image.format, mode=image.mode, info=info)
+    return DecodedImage(rgb=rgb, alpha=alpha, format=fmt, mode=image.mode, info=info)
 
 
 def encode(decoded: DecodedImage, rgb: np.ndarray, fmt: str | None = None, quality: int = 95) -> bytes:
     """Pixels -> bytes in `fmt` (default: the input's format), restoring mode and transparency."""
     fmt = fmt or decoded.format
     image = Image.fromarray(rgb, "RGB")
-    if decoded.alpha is not None and fmt != "JPEG":
+    if decoded.deep_grey is not None and fmt == "PNG":
+        # 16 bits again: the photo's own values where nothing changed, the new face scaled up.
+        grey = np.asarray(image.convert("L"), dtype=np.uint16) * 257
+        changed = np.any(rgb != decoded.rgb, axis=2)
+        image = Image.fromarray(np.where(changed, grey, decoded.deep_grey).astype(np.uint16))
+    elif decoded.alpha is not None and fmt != "JPEG":
         image.putalpha(Image.fromarray(decoded.alpha, "L"))
-    elif decoded.mode in ("L", "I;16", "I") and fmt != "WEBP":
+    elif decoded.mode in ("L", *DEEP_GREY_MODES) and fmt != "WEBP":
         image = image.convert("L")
     buffer = io.BytesIO()
     options: dict = {k: v for k, v in decoded.info.items() if k in ("icc_profile", "dpi")}

@@ -1,10 +1,14 @@
 """Build the TorchServe archive: `python -m serve.archive [--export-path DIR] [--version X.Y]`.
 
-The .mar holds the handler, the generator weights as a state_dict (eager mode; TorchScript is
-deprecated in torch 2.13), `qmask/model.py` as the model file they belong to, the model card and the
-per-model TorchServe settings. Its version is the model card's `version:` line unless given. The
-file is named `qmask-VERSION.mar`, so several versions can share one model store; TorchServe takes
-the model name (`qmask`) and the version from the archive's manifest, not from the file name.
+The .mar holds the handler, the weights (both stages' state_dicts in one file; eager mode,
+TorchScript is deprecated in torch 2.13), `qmask/model.py` as the model file they belong to, the
+model card and the per-model TorchServe settings. Its version is the model card's `version:` line
+unless given.
+
+Each version makes two archives with the same weights: `qmask-VERSION.mar` (photos, batches of 8)
+and `qmask-video-VERSION.mar` (clips, one at a time with a long timeout), served as two models so
+that clips have their own worker and queue. Files are named MODEL-VERSION.mar, so several versions
+share one model store; TorchServe takes the model name and the version from the archive's manifest.
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ from qmask.pipeline import DEFAULT_WEIGHTS
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "qmask"
+VIDEO_MODEL_NAME = "qmask-video"
+# Each model's TorchServe settings (batching, timeout, and what its handler takes).
+MODEL_CONFIGS = {
+    MODEL_NAME: REPO / "serve" / "model-config.yaml",
+    VIDEO_MODEL_NAME: REPO / "serve" / "model-config-video.yaml",
+}
 MODEL_CARD = DEFAULT_WEIGHTS.parent / "MODEL_CARD.md"
 HANDLER = REPO / "handlers" / "qmask_handler.py"
 MODEL_FILE = REPO / "qmask" / "model.py"
-MODEL_CONFIG = REPO / "serve" / "model-config.yaml"
 DEFAULT_STORE = REPO / "out" / "serve" / "model-store"
 
 
@@ -36,39 +45,47 @@ def model_card_version(card: Path = MODEL_CARD) -> str:
     return match.group(1)
 
 
-def build_mar(export_dir: Path, version: str | None = None, weights: Path = DEFAULT_WEIGHTS) -> Path:
-    """Write `export_dir/qmask-VERSION.mar` (replacing an older build) and return its path."""
+def build_mar(
+    export_dir: Path, version: str | None = None, weights: Path = DEFAULT_WEIGHTS, model: str = MODEL_NAME
+) -> Path:
+    """Write `export_dir/MODEL-VERSION.mar` (replacing an older build) and return its path."""
     version = version or model_card_version()
     export_dir.mkdir(parents=True, exist_ok=True)
-    target = export_dir / f"{MODEL_NAME}-{version}.mar"
+    target = export_dir / f"{model}-{version}.mar"
     archiver = Path(sys.executable).with_name("torch-model-archiver")
     # The archiver names its output after the model; build aside, then give it the versioned name.
     with tempfile.TemporaryDirectory(dir=export_dir) as tmp:
         subprocess.run(
             [
                 str(archiver),
-                "--model-name", MODEL_NAME,
+                "--model-name", model,
                 "--version", version,
                 "--model-file", str(MODEL_FILE),
                 "--serialized-file", str(weights),
                 "--handler", str(HANDLER),
                 "--extra-files", str(MODEL_CARD),
-                "--config-file", str(MODEL_CONFIG),
+                "--config-file", str(MODEL_CONFIGS[model]),
                 "--export-path", tmp,
             ],
             check=True,
         )  # fmt: skip
-        shutil.move(Path(tmp) / f"{MODEL_NAME}.mar", target)
+        shutil.move(Path(tmp) / f"{model}.mar", target)
     return target
 
 
+def build_mars(export_dir: Path, version: str | None = None, weights: Path = DEFAULT_WEIGHTS) -> list[Path]:
+    """Both archives of a version: photos and clips."""
+    return [build_mar(export_dir, version, weights, model) for model in MODEL_CONFIGS]
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the qmask TorchServe archive.")
+    parser = argparse.ArgumentParser(description="Build the qmask and qmask-video TorchServe archives.")
     parser.add_argument("--export-path", type=Path, default=DEFAULT_STORE, help="model store folder")
     parser.add_argument("--version", help="archive version (default: the model card's)")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="generator weights (.pt)")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="model file (.pt)")
     args = parser.parse_args(argv)
-    print(build_mar(args.export_path, args.version, args.weights))
+    for path in build_mars(args.export_path, args.version, args.weights):
+        print(path)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ Kubernetes").
 
 The version a pod starts with is the `version` key of the ConfigMap `qmask-model` (the Deployment
 reads it into QMASK_MODEL_VERSION); `previous` is the one `rollback` goes back to. Archives are
-`qmask-VERSION.mar` in the model store, written by the training job.
+`qmask-VERSION.mar` and `qmask-video-VERSION.mar` in the model store (photos and clips, two
+TorchServe models with the same weights), written by the training job; both move together.
 
-`live` registers the version in every ready pod through its management API, sends each a real
-photo, and only when every pod answered sets it as the default everywhere and records it in the
+`live` registers the version of both models in every ready pod through its management API, sends
+each a real photo, and only when every pod answered sets it as the default everywhere and records it in the
 ConfigMap, so pods started later serve it too. Each pod keeps the previous version loaded, so a
 rollback is immediate. It reaches pods by their IPs: run it inside the cluster (k8s/rollout-job.yaml;
 the NetworkPolicy lets only that job reach the management port).
@@ -38,7 +39,7 @@ import requests
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from serve.archive import MODEL_NAME
+from serve.archive import MODEL_CONFIGS, MODEL_NAME
 from serve.manage import Management, ManagementError
 
 NAMESPACE = "qmask"
@@ -61,9 +62,8 @@ class Pod:
     inference_port: int
     management_port: int
 
-    @property
-    def management(self) -> Management:
-        return Management(f"http://{self.ip}:{self.management_port}", MODEL_NAME)
+    def management(self, model: str = MODEL_NAME) -> Management:
+        return Management(f"http://{self.ip}:{self.management_port}", model)
 
     def predict_url(self, version: str) -> str:
         return f"http://{self.ip}:{self.inference_port}/predictions/{MODEL_NAME}/{version}"
@@ -168,45 +168,49 @@ def smoke_test(pod: Pod, version: str, photo: bytes) -> None:
         raise RolloutError(f"{failed}: no face edited by {version}")
 
 
-def pod_versions(pod: Pod) -> tuple[str, set[str]]:
-    """(default version, registered versions) of one pod."""
-    versions = pod.management.versions()
+def pod_versions(pod: Pod, model: str = MODEL_NAME) -> tuple[str, set[str]]:
+    """(default version, registered versions) of one model in one pod."""
+    versions = pod.management(model).versions()
     default = next(v["version"] for v in versions if v["default"])
     return default, {v["version"] for v in versions}
 
 
 def _switch(pods: list[Pod], version: str, keep: str, photo: bytes, say: Callable[[str], None]) -> None:
-    """Prepare the version in every pod, then make it the default in every pod, or change nothing.
+    """Prepare the version of every model in every pod, then make it the default everywhere, or
+    change nothing.
 
     Each pod keeps the version it served before and `keep` (the recorded one) loaded for an immediate
     rollback, and releases the workers of anything older.
     """
-    added: list[Pod] = []
-    switched: list[tuple[Pod, str]] = []
+    added: list[tuple[Pod, str]] = []
+    switched: list[tuple[Pod, str, str]] = []
     try:
         for pod in pods:
-            if version not in pod_versions(pod)[1]:
-                say(f"{pod.name}: registering {MODEL_NAME}-{version}.mar")
-                added.append(pod)  # before the call: a failed registration may leave workers behind
-                pod.management.register(f"{MODEL_NAME}-{version}.mar", workers=1)
+            for model in MODEL_CONFIGS:
+                if version not in pod_versions(pod, model)[1]:
+                    say(f"{pod.name}: registering {model}-{version}.mar")
+                    added.append((pod, model))  # before the call: a failed registration may leave workers
+                    pod.management(model).register(f"{model}-{version}.mar", workers=1)
             smoke_test(pod, version, photo)
             say(f"{pod.name}: {version} passed the smoke test")
         for pod in pods:
-            default, _ = pod_versions(pod)
-            pod.management.set_default(version)
-            switched.append((pod, default))
+            for model in MODEL_CONFIGS:
+                default, _ = pod_versions(pod, model)
+                pod.management(model).set_default(version)
+                switched.append((pod, model, default))
     except (RolloutError, ManagementError, urllib.error.URLError) as exc:
         # Leave the pods as they were: old defaults back, the new version's workers released.
-        for pod, default in switched:
-            pod.management.set_default(default)
-        for pod in added:
+        for pod, model, default in switched:
+            pod.management(model).set_default(default)
+        for pod, model in added:
             with contextlib.suppress(ManagementError):  # the registration itself may have failed
-                pod.management.unregister(version)
+                pod.management(model).unregister(version)
         raise RolloutError(f"{exc}; every pod still serves its previous default") from exc
-    for pod, default in switched:
-        for old in pod_versions(pod)[1] - {version, default, keep}:
-            pod.management.unregister(old)
-        say(f"{pod.name}: {version} is the default (was {default})")
+    for pod, model, default in switched:
+        for old in pod_versions(pod, model)[1] - {version, default, keep}:
+            pod.management(model).unregister(old)
+        if model == MODEL_NAME:
+            say(f"{pod.name}: {version} is the default (was {default})")
 
 
 def rollout_live(
@@ -287,6 +291,10 @@ def show_status(cluster: Cluster, say: Callable[[str], None] = print) -> None:
             say(f"{pod.name}: management API unreachable ({exc})")
             continue
         say(f"{pod.name}: default {default}, loaded {', '.join(sorted(registered))}")
+        for model in MODEL_CONFIGS:
+            if model != MODEL_NAME:
+                other, _ = pod_versions(pod, model)
+                say(f"{pod.name}: {model} default {other}")
     for name in pending:
         say(f"{name}: not ready")
 

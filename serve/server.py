@@ -1,6 +1,6 @@
 """Run TorchServe with `serve/config.properties`.
 
-    python -m serve.server start   # background, waits until a qmask worker is READY (make serve)
+    python -m serve.server start   # background, waits until qmask and qmask-video have a READY worker
     python -m serve.server stop    # stops this server only, by its pid file (make stop)
 
 Everything an instance writes (pid file, worker sockets, extracted archives, logs) goes under its
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from serve.archive import DEFAULT_STORE, MODEL_NAME, model_card_version
+from serve.archive import DEFAULT_STORE, MODEL_CONFIGS, MODEL_NAME, model_card_version
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "serve" / "config.properties"
@@ -114,13 +114,13 @@ def launch(
         )
 
 
-def has_ready_worker(ports: Ports) -> bool:
-    """Whether the default version of qmask has a READY worker.
+def has_ready_worker(ports: Ports, model: str = MODEL_NAME) -> bool:
+    """Whether the default version of `model` has a READY worker.
 
     `/ping` says Healthy even before any worker is ready, so this asks the management API.
     """
     try:
-        url = f"{ports.url('management')}/models/{MODEL_NAME}"
+        url = f"{ports.url('management')}/models/{model}"
         with urllib.request.urlopen(url, timeout=10) as response:
             workers = json.load(response)[0]["workers"]
     except (urllib.error.URLError, OSError):
@@ -128,16 +128,18 @@ def has_ready_worker(ports: Ports) -> bool:
     return any(w["status"] == "READY" for w in workers)
 
 
-def wait_ready(ports: Ports, alive: Callable[[], bool], timeout: float) -> None:
-    """Return once qmask has a READY worker; raise if the server dies or `timeout` seconds pass."""
+def wait_ready(
+    ports: Ports, alive: Callable[[], bool], timeout: float, models: tuple[str, ...] = tuple(MODEL_CONFIGS)
+) -> None:
+    """Return once every model has a READY worker; raise if the server dies or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if has_ready_worker(ports):
+        if all(has_ready_worker(ports, model) for model in models):
             return
         if not alive():
             raise RuntimeError("TorchServe exited while starting")
         time.sleep(0.5)
-    raise TimeoutError(f"no READY qmask worker after {timeout:.0f} s")
+    raise TimeoutError(f"no READY worker of every model ({', '.join(models)}) after {timeout:.0f} s")
 
 
 def stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
@@ -169,16 +171,17 @@ def _frontend_alive(state: Path) -> bool:
 
 
 def start(state: Path, model_store: Path, timeout: float) -> int:
-    mar = f"{MODEL_NAME}-{model_card_version()}.mar"
-    if not (model_store / mar).is_file():
-        print(f"{model_store / mar} not found: run `make mar`", file=sys.stderr)
-        return 1
+    mars = {model: f"{model}-{model_card_version()}.mar" for model in MODEL_CONFIGS}
+    for mar in mars.values():
+        if not (model_store / mar).is_file():
+            print(f"{model_store / mar} not found: run `make mar`", file=sys.stderr)
+            return 1
     if _frontend_alive(state):
         # Nothing to do; a new build is served after `make stop`.
         print(f"TorchServe is already running (pid file {pid_file(state)}); `make stop` stops it")
         return 0
     ports = Ports()
-    launcher = launch(state, ports, model_store, [f"{MODEL_NAME}={mar}"], foreground=False)
+    launcher = launch(state, ports, model_store, [f"{m}={mar}" for m, mar in mars.items()], foreground=False)
     if launcher.wait() != 0:
         print(f"TorchServe did not start; see {state / 'torchserve.log'}", file=sys.stderr)
         return 1
@@ -187,7 +190,9 @@ def start(state: Path, model_store: Path, timeout: float) -> int:
     except (RuntimeError, TimeoutError) as exc:
         print(f"{exc}; see {state / 'torchserve.log'} and {state / 'logs'}", file=sys.stderr)
         return 1
-    print(f"TorchServe is serving {mar}: POST {ports.url('inference')}/predictions/{MODEL_NAME}")
+    print(f"TorchServe is serving {', '.join(mars.values())}:")
+    for model in mars:
+        print(f"  POST {ports.url('inference')}/predictions/{model}")
     print(f"management {ports.url('management')}, metrics {ports.url('metrics')}/metrics")
     print("`make stop` stops it")
     return 0

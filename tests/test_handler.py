@@ -13,12 +13,13 @@ from pathlib import Path
 
 import av
 import pytest
+import yaml
 from PIL import Image
 from ts.context import Context
 from ts.service import Service
 
+from benchmarks.clips import make_clip
 from handlers.qmask_handler import QMaskHandler, choose_output
-from qmask.bench_video import make_clip
 from qmask.video import VideoConfig, VideoLimits
 from serve.archive import build_mar
 from tests.conftest import REAL_MASKED
@@ -27,29 +28,53 @@ PHOTO = REAL_MASKED / "1003.png"  # one masked face, found by the detector
 VERSION = "9.9"
 
 
-def model_dir(tmp: Path, weights: Path) -> Path:
+def model_dir(tmp: Path, weights: Path, model: str = "qmask") -> Path:
     """A .mar built like `make mar` does, unpacked as TorchServe unpacks it for a worker."""
-    mar = build_mar(tmp / "store", VERSION, weights)
-    target = tmp / "model"
+    mar = build_mar(tmp / "store", VERSION, weights, model)
+    target = tmp / model
     with zipfile.ZipFile(mar) as zf:
         zf.extractall(target)
     return target
 
 
 def make_context(directory: Path, gpu: int | None = None) -> Context:
+    """The context TorchServe's worker makes (ts/service.py): the manifest and the model's config."""
     manifest = json.loads((directory / "MAR-INF" / "MANIFEST.json").read_text())
-    return Context("qmask", str(directory), manifest, batch_size=8, gpu=gpu, mms_version="0.12.0")
+    model = manifest["model"]
+    config = yaml.safe_load((directory / model["configFile"]).read_text())
+    return Context(
+        model["modelName"],
+        str(directory),
+        manifest,
+        batch_size=config["batchSize"],
+        gpu=gpu,
+        mms_version="0.12.0",
+        model_yaml_config=config,
+    )
 
 
 @pytest.fixture(scope="module")
-def unpacked(tmp_path_factory, tiny_generator) -> Path:
-    return model_dir(tmp_path_factory.mktemp("mar"), tiny_generator)
+def unpacked(tmp_path_factory, tiny_model) -> Path:
+    return model_dir(tmp_path_factory.mktemp("mar"), tiny_model)
 
 
 @pytest.fixture(scope="module")
 def handler(unpacked) -> Iterator[QMaskHandler]:
     handler = QMaskHandler()
     handler.initialize(make_context(unpacked))
+    yield handler
+    handler.pipeline.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, tiny_model) -> Path:
+    return model_dir(tmp_path_factory.mktemp("mar"), tiny_model, "qmask-video")
+
+
+@pytest.fixture(scope="module")
+def video_handler(clips) -> Iterator[QMaskHandler]:
+    handler = QMaskHandler()
+    handler.initialize(make_context(clips))
     yield handler
     handler.pipeline.close()
 
@@ -134,15 +159,20 @@ def test_multipart_field_and_sniffed_bytes(handler, context):
     assert [(s, t) for s, t, _ in answers] == [(200, "image/png")] * 3
 
 
-def test_batch_answers_each_request_and_calls_the_generator_once(handler, context, monkeypatch):
+def test_batch_answers_each_request_and_runs_each_network_once(handler, context, monkeypatch):
     calls = []
-    generate = handler.pipeline.generate
+    segment, inpaint = handler.pipeline.segment, handler.pipeline.inpaint
 
-    def counting(crops, inside=None):
+    def counting_segment(crops):
         calls.append(len(crops))
-        return generate(crops, inside)
+        return segment(crops)
 
-    monkeypatch.setattr(handler.pipeline, "generate", counting)
+    def counting_inpaint(crops, edits, inside=None):
+        calls.append(len(crops))
+        return inpaint(crops, edits, inside)
+
+    monkeypatch.setattr(handler.pipeline, "segment", counting_segment)
+    monkeypatch.setattr(handler.pipeline, "inpaint", counting_inpaint)
     noface = io.BytesIO()
     Image.new("RGB", (200, 200), (120, 60, 60)).save(noface, format="PNG")
     answers = handle(
@@ -164,7 +194,9 @@ def test_batch_answers_each_request_and_calls_the_generator_once(handler, contex
     codes = [json.loads(answers[i][2])["code"] for i in (1, 2, 4)]
     assert codes == ["not_an_image", "no_face", "unsupported_type"]
     faces = len(json.loads(answers[3][2])["faces"])
-    assert calls == [1 + faces]  # both photos' faces in one generator call
+    # Both photos' faces in one segmenter call, and (all edited: the tiny segmenter sees mask
+    # everywhere) in one inpainter call.
+    assert calls == [1 + faces, 1 + faces]
 
 
 def png_of_size(width: int, height: int) -> bytes:
@@ -251,37 +283,54 @@ def test_cpu_when_the_context_names_a_gpu_but_there_is_none(unpacked, monkeypatc
         handler.pipeline.close()
 
 
-def test_refuses_an_archive_of_another_model_file(tmp_path, tiny_generator):
-    directory = model_dir(tmp_path, tiny_generator)
+def test_refuses_an_archive_of_another_model_file(tmp_path, tiny_model):
+    directory = model_dir(tmp_path, tiny_model)
     (directory / "model.py").write_text("# another architecture\n")
     with pytest.raises(RuntimeError, match="differs from the installed qmask"):
         QMaskHandler().initialize(make_context(directory))
 
 
-def test_clips_come_back_as_mp4_and_limits_answer_413(handler, context, monkeypatch):
+def test_clips_come_back_as_mp4_and_limits_answer_413(video_handler, clips, monkeypatch):
     import handlers.qmask_handler as module
 
+    context = make_context(clips)
     clip = make_clip("0003", (320, 240), frames=6, fps=15, audio=True)
     answers = handle(
-        handler,
+        video_handler,
         context,
         wire(clip.data, "video/mp4"),
         wire(clip.data, "application/octet-stream"),  # sniffed: an MP4 container
         wire(clip.data[:1500], "video/quicktime"),
-        wire(encoded("PNG"), "image/png"),  # a photo in the same batch is unaffected
+        wire(encoded("PNG"), "video/mp4"),  # a photo declared as a clip
     )
     assert [(s, t) for s, t, _ in answers] == [
         (200, "video/mp4"),
         (200, "video/mp4"),
         (400, "application/json"),
-        (200, "image/png"),
+        (400, "application/json"),
     ]
     for _, _, body in answers[:2]:
         with av.open(io.BytesIO(body)) as container:
             assert sum(1 for _ in container.decode(video=0)) == 6
-    assert json.loads(answers[2][2])["code"] == "truncated_video"
+    assert [json.loads(answers[i][2])["code"] for i in (2, 3)] == ["truncated_video", "not_a_video"]
     monkeypatch.setattr(module, "VIDEO_CONFIG", VideoConfig(limits=VideoLimits(max_seconds=0.2)))
-    [(status, ctype, body)] = handle(handler, context, wire(clip.data, "video/webm"))
+    [(status, ctype, body)] = handle(video_handler, context, wire(clip.data, "video/webm"))
     answer = json.loads(body)
     assert (status, ctype, answer["code"]) == (413, "application/json", "too_large")
     assert "the limit is 0.2 s" in answer["message"]
+
+
+def test_photos_and_clips_each_go_to_their_own_model(handler, context, video_handler, clips):
+    clip = make_clip("0003", (320, 240), frames=3, fps=15)
+    [(status, _, body)] = handle(handler, context, wire(clip.data, "video/mp4"))
+    assert status == 415 and "/predictions/qmask-video" in json.loads(body)["message"]
+    [(status, _, body)] = handle(video_handler, make_context(clips), wire(encoded("PNG"), "image/png"))
+    assert status == 415 and "/predictions/qmask" in json.loads(body)["message"]
+
+
+def test_two_data_parts_are_refused_not_silently_merged(handler, context):
+    request = wire(encoded("PNG"), "image/png", field="data")
+    request["parameters"].append(dict(request["parameters"][0]))
+    [(status, _, body)] = handle(handler, context, request)
+    assert (status, json.loads(body)["code"]) == (400, "not_an_image")
+    assert "2 fields 'data'" in json.loads(body)["message"]

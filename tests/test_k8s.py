@@ -159,6 +159,8 @@ def test_torchserve_pod(overlay):
     env = {e["name"]: e for e in container["env"]}
     assert env["QMASK_MODEL_VERSION"]["valueFrom"]["configMapKeyRef"]["name"] == CONFIGMAP
     assert "qmask=qmask-$(QMASK_MODEL_VERSION).mar" in container["args"]
+    # Clips are their own model, with their own worker and queue.
+    assert "qmask-video=qmask-video-$(QMASK_MODEL_VERSION).mar" in container["args"]
     # The ConfigMaps and claims the pod names are part of the same render.
     for volume in spec["volumes"]:
         if "configMap" in volume:
@@ -204,6 +206,47 @@ def test_management_port_stays_on_the_pod_network(overlay):
     find(docs, "RoleBinding", spec["serviceAccountName"])
 
 
+def _peers(rule: dict, side: str) -> list[dict]:
+    return [peer.get("podSelector", {}).get("matchLabels") or peer for peer in rule.get(side, [])]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_deny_by_default_and_allow_the_flows_qmask_needs(overlay):
+    policies = {d["metadata"]["name"]: d["spec"] for d in rendered(overlay) if d["kind"] == "NetworkPolicy"}
+    deny = policies["qmask-default-deny"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    dns = policies["qmask-dns"]
+    assert dns["podSelector"] == {} and {p["port"] for p in dns["egress"][0]["ports"]} == {53}
+    frontend, server = {"app.kubernetes.io/name": "qmask-frontend"}, {"app.kubernetes.io/name": DEPLOYMENT}
+    page = policies["qmask-frontend"]
+    assert page["podSelector"]["matchLabels"] == frontend
+    [from_ingress] = page["ingress"]
+    assert from_ingress["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
+    [to_server] = page["egress"]
+    assert _peers(to_server, "to") == [server] and [p["port"] for p in to_server["ports"]] == [8080]
+    rollout = policies["qmask-rollout"]["egress"]
+    assert _peers(rollout[0], "to") == [server] and {p["port"] for p in rollout[0]["ports"]} == {8080, 8081}
+    assert {p["port"] for p in rollout[1]["ports"]} == {443, 6443}  # the Kubernetes API
+    # The ports named in the policies are the pods' own.
+    ports = container_ports(find(rendered(overlay), "Deployment", DEPLOYMENT)["spec"]["template"]["spec"])
+    assert ports["inference"] == 8080 and ports["management"] == 8081
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_page_is_served_over_tls_only(overlay):
+    ingress = find(rendered(overlay), "Ingress", "qmask-frontend")
+    [tls] = ingress["spec"]["tls"]
+    assert tls["secretName"] == "qmask-tls"
+    assert set(tls["hosts"]) == {rule["host"] for rule in ingress["spec"]["rules"]}
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    # Uploads are held in memory by the proxy, not its temporary files.
+    assert annotations["nginx.ingress.kubernetes.io/client-body-buffer-size"] == "30m"
+
+
 def test_security_context_of_every_pod():
     for source, doc in all_docs():
         for name, _, spec in pod_specs([doc]):
@@ -224,14 +267,16 @@ def test_training_job_writes_a_versioned_archive_and_its_evaluation():
     [container] = spec["containers"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     script = container["args"][-1]
-    for step in ("training.train --config", "training.evaluate", "serve.archive --version"):
+    for step in ("training.pack", "training/gpu_train.sh", "training.evaluate", "serve.archive --version"):
         assert step in script
+    assert (REPO / "training" / "gpu_train.sh").is_file()  # baked into the image from the repo
     assert "/models/qmask-$QMASK_VERSION.eval.json" in script
     assert script.index("training.evaluate") < script.index("serve.archive")  # the archive comes last
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert not mounts["/models"].get("readOnly") and mounts["/shared/data"]["readOnly"]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert (REPO / env["QMASK_TRAIN_CONFIG"]).is_file()  # baked into the image from the repo
+    # The model files are fetched into the writable scratch volume, not the read-only image.
+    assert env["QMASK_ASSETS"].startswith("/app/cache")
 
 
 def test_config_properties_copy_is_current():

@@ -196,15 +196,15 @@ def cluster_of(kube: FakeKube) -> Cluster:
     return Cluster(client.ApiClient(client.Configuration(host=kube.url)))
 
 
-def default_version(ports: Ports) -> str:
-    answer = requests.get(f"{ports.url('management')}/models/qmask", timeout=10).json()
+def default_version(ports: Ports, model: str = "qmask") -> str:
+    answer = requests.get(f"{ports.url('management')}/models/{model}", timeout=10).json()
     return answer[0]["modelVersion"]
 
 
-def loaded(ports: Ports) -> set[str]:
+def loaded(ports: Ports, model: str = "qmask") -> set[str]:
     return {
         v["modelVersion"]
-        for v in requests.get(f"{ports.url('management')}/models/qmask/all", timeout=10).json()
+        for v in requests.get(f"{ports.url('management')}/models/{model}/all", timeout=10).json()
     }
 
 
@@ -228,9 +228,11 @@ def no_face_png() -> bytes:
 
 def test_failed_smoke_test_changes_nothing(torchserve, kube):
     before = loaded(torchserve)
+    before_clips = loaded(torchserve, "qmask-video")
     with pytest.raises(RolloutError, match="smoke test"):
         rollout.rollout_live(cluster_of(kube), NEXT, no_face_png(), say=lambda _: None)
     assert default_version(torchserve) == VERSION and loaded(torchserve) == before
+    assert loaded(torchserve, "qmask-video") == before_clips  # its clip model was released too
     assert kube.configmap["data"] == {"version": VERSION, "previous": ""}
 
 
@@ -249,6 +251,7 @@ def test_live_rollout_then_rollback(torchserve, kube):
     assert answered_by(torchserve) == NEXT
     assert kube.configmap["data"] == {"version": NEXT, "previous": VERSION}
     assert loaded(torchserve) == {VERSION, NEXT}  # the previous one stays loaded for the way back
+    assert default_version(torchserve, "qmask-video") == NEXT  # clips move with photos
     assert any("passed the smoke test" in line for line in said)
     # Only the ready pod was called on; patches are merge patches.
     assert (

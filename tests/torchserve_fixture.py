@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from serve.archive import build_mar, model_card_version
+from serve.archive import MODEL_CONFIGS, build_mars, model_card_version
 from serve.server import Ports, launch, stop_group, wait_ready
 
 VERSION = model_card_version()
@@ -31,16 +31,18 @@ class Server:
         content_type: str | None = "image/png",
         accept: str | None = None,
         version: str | None = None,
+        model: str = "qmask",
+        timeout: float = 120,
         **kwargs,
     ) -> requests.Response:
         headers = {k: v for k, v in {"Content-Type": content_type, "Accept": accept}.items() if v}
-        path = "/predictions/qmask" + (f"/{version}" if version else "")
+        path = f"/predictions/{model}" + (f"/{version}" if version else "")
         return requests.post(
-            self.ports.url("inference") + path, data=body, headers=headers, timeout=120, **kwargs
+            self.ports.url("inference") + path, data=body, headers=headers, timeout=timeout, **kwargs
         )
 
-    def worker_pids(self, version: str = VERSION) -> list[int]:
-        description = requests.get(f"{self.ports.url('management')}/models/qmask/{version}", timeout=10)
+    def worker_pids(self, version: str = VERSION, model: str = "qmask") -> list[int]:
+        description = requests.get(f"{self.ports.url('management')}/models/{model}/{version}", timeout=10)
         return [w["pid"] for w in description.json()[0]["workers"] if w["status"] == "READY"]
 
 
@@ -50,11 +52,12 @@ def torchserve(root: Path) -> Iterator[Server]:
     if shutil.which("java") is None:
         pytest.fail("TorchServe needs Java 17 on the PATH")
     store = root / "model-store"
-    current = build_mar(store)
-    build_mar(store, NEXT_VERSION)
+    current = build_mars(store)
+    build_mars(store, NEXT_VERSION)
     ports = Ports.free()
     state = root / "state"
-    process = launch(state, ports, store, [f"qmask={current.name}"], foreground=True)
+    models = [f"{model}={mar.name}" for model, mar in zip(MODEL_CONFIGS, current, strict=True)]
+    process = launch(state, ports, store, models, foreground=True)
     try:
         try:
             wait_ready(ports, lambda: process.poll() is None, timeout=300)

@@ -1,0 +1,113 @@
+"""The served API under hostile input, worker death and clips in work, against the real TorchServe
+of the session (`server`, both models): benchmarks/reliability.py's cases in one run."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+import time
+
+import requests
+from PIL import Image
+
+from benchmarks import reliability
+from frontend.client import QMaskClient
+from tests.conftest import REAL_MASKED
+
+
+def test_every_hostile_input_gets_its_answer_and_the_server_keeps_serving(server):
+    photo_workers = server.worker_pids()
+    clip_workers = server.worker_pids(model="qmask-video")
+    rows = reliability.run(server.ports.url("inference"))
+    print("\n" + reliability.table(rows))  # the table in README.md, "Reliability"
+    assert [r.case.name for r in rows if not r.ok] == []
+    assert reliability.still_serving(server.ports.url("inference"), server.ports.url("management")) == []
+    # No worker was lost or restarted on the way.
+    assert server.worker_pids() == photo_workers
+    assert server.worker_pids(model="qmask-video") == clip_workers
+
+
+def test_errors_from_the_handler_are_json_with_a_code_and_a_message(server):
+    for body, media_type in ((b"garbage", "image/png"), (b"hello", "text/plain")):
+        response = server.predict(body, media_type)
+        assert response.headers["Content-Type"] == "application/json"
+        answer = response.json()
+        assert set(answer) == {"code", "message"} and answer["message"]
+
+
+def test_face_boxes_stay_inside_the_photo(server):
+    # The face cut by the photo's left edge: the detector's box reaches past it.
+    image = Image.open(REAL_MASKED / "1003.png").convert("RGB")
+    cut = image.crop((image.width * 0.3, 0, image.width, image.height))
+    buffer = io.BytesIO()
+    cut.save(buffer, format="PNG")
+    response = server.predict(buffer.getvalue(), accept="application/json")
+    assert response.status_code == 200, response.text
+    for face in response.json()["faces"]:
+        x0, y0, x1, y1 = face["box"]
+        assert 0 <= x0 < x1 <= cut.width and 0 <= y0 < y1 <= cut.height
+
+
+def test_a_photo_is_answered_within_2_s_while_a_long_clip_is_in_work(server):
+    clip = reliability._clip(240, 24)  # 10 s: a minute or more of work on this machine
+    result: dict[str, requests.Response] = {}
+
+    def send_clip() -> None:
+        result["clip"] = server.predict(clip, "video/mp4", model="qmask-video", timeout=600)
+
+    worker = threading.Thread(target=send_clip)
+    worker.start()
+    time.sleep(4)  # the clip is being unmasked
+    start = time.perf_counter()
+    photo = server.predict((REAL_MASKED / "1003.png").read_bytes())
+    latency = time.perf_counter() - start
+    assert worker.is_alive(), "the clip should still be in work"
+    worker.join()
+    assert photo.status_code == 200 and latency < 2.0, latency
+    assert result["clip"].status_code == 200 and result["clip"].headers["Content-Type"] == "video/mp4"
+
+
+def _kill_workers_after(server, seconds: float) -> threading.Thread:
+    def kill() -> None:
+        time.sleep(seconds)
+        for pid in server.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    return thread
+
+
+def _wait_for_a_worker(server, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not server.worker_pids():
+        assert time.monotonic() < deadline, "no new worker"
+        time.sleep(0.5)
+
+
+def test_a_worker_dying_with_a_photo_is_answered_as_such_and_the_page_client_retries_it_once(server):
+    # A large photo keeps the worker busy long enough to be killed in the middle of it.
+    image = Image.open(REAL_MASKED / "1003.png").convert("RGB")
+    buffer = io.BytesIO()
+    image.resize((image.width * 30, image.height * 30)).save(buffer, format="JPEG", quality=90)
+    big = buffer.getvalue()
+    killer = _kill_workers_after(server, 0.3)
+    response = server.predict(big, "image/jpeg")
+    killer.join()
+    # 507 when TorchServe has seen the kill's exit status by then, else 500; the message says it.
+    assert response.status_code in (500, 507), response.text
+    assert json.loads(response.text)["message"] == "Worker died."
+    _wait_for_a_worker(server)
+    # The page's client: the first try dies with its worker, the second (after the pause) succeeds.
+    client = QMaskClient(server.ports.url("inference"), worker_restart_s=8.0)
+    killer = _kill_workers_after(server, 0.3)
+    started = time.perf_counter()
+    result = client.unmask(big)
+    killer.join()
+    assert time.perf_counter() - started >= 8.0  # it waited for the new worker, then succeeded
+    assert any(face.edited for face in result.faces)
+    _wait_for_a_worker(server)
+    assert server.predict((REAL_MASKED / "1003.png").read_bytes()).status_code == 200
