@@ -87,3 +87,28 @@ def test_a_png_signature_followed_by_garbage_is_a_corrupt_image():
     with pytest.raises(TruncatedImageError) as err:
         decode(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     assert err.value.status == 400
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped_and_written_back_at_16_bits():
+    photo = np.asarray(Image.open(sorted(REAL_MASKED.iterdir())[0]).convert("L"), dtype=np.uint16) * 257 + 100
+    buffer = io.BytesIO()
+    Image.fromarray(photo.astype(np.uint16)).save(buffer, format="PNG")
+    decoded = decode(buffer.getvalue())
+    assert decoded.rgb.dtype == np.uint8 and decoded.rgb.max() < 255  # not all white
+    assert np.abs(decoded.rgb[..., 0].astype(int) - photo // 257).max() <= 1
+    edited = decoded.rgb.copy()
+    edited[:4] = 0
+    out = Image.open(io.BytesIO(encode(decoded, edited)))
+    values = np.asarray(out)
+    assert out.mode.startswith("I") and values.dtype != np.uint8
+    assert np.array_equal(values[4:], photo[4:])  # untouched pixels keep every bit
+    assert (values[:4] == 0).all()
+
+
+def test_mpo_is_read_as_its_first_frame_and_answered_as_jpeg():
+    first, second = Image.new("RGB", (64, 48), (200, 30, 30)), Image.new("RGB", (64, 48), (30, 200, 30))
+    buffer = io.BytesIO()
+    first.save(buffer, format="MPO", save_all=True, append_images=[second])
+    decoded = decode(buffer.getvalue())
+    assert decoded.format == "JPEG" and decoded.rgb[10, 10, 0] > 150 > decoded.rgb[10, 10, 1]
+    assert Image.open(io.BytesIO(encode(decoded, decoded.rgb))).format == "JPEG"

@@ -330,6 +330,45 @@ def test_health_probe(torchserve):
     assert health.main(["--url", f"http://127.0.0.1:{Ports.free().management}", "--timeout", "1"]) == 1
 
 
+def test_readiness_turns_a_pod_away_while_a_queue_is_long():
+    """A stand-in management API whose photo model has a READY worker and `pending` queued jobs."""
+    state = {"pending": 0}
+
+    class Describe(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(
+                [
+                    {
+                        "modelVersion": "2.0",
+                        "workers": [{"status": "READY"}],
+                        "jobQueueStatus": {
+                            "remainingCapacity": 64 - state["pending"],
+                            "pendingRequests": state["pending"],
+                        },
+                    }
+                ]
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Describe)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert health.main(["--url", url]) == 0
+        state["pending"] = 48  # three quarters of job_queue_size
+        assert health.main(["--url", url]) == 1
+        assert health.main(["--url", url, "--max-pending", "qmask=60"]) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_kubectl_equivalents_in_readme():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Running on Kubernetes", 1)[1]
