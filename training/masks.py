@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ DRAWN_KINDS = (
     "cloth",
     "cloth_printed",
     "cloth_photo",
+    "cloth_graphic",
     "bench",
     "respirator",
     "scarf",
@@ -68,6 +70,9 @@ DRAWN_WEIGHTS = {
     "cloth": 0.18,
     "cloth_printed": 0.10,
     "cloth_photo": 0.08,
+    # One big graphic over the whole mask: a printed mouth or smile, a skull, lettering. Real masks
+    # show these; a model trained on plain fabric took a printed mouth for a face and left it.
+    "cloth_graphic": 0.1,
     "bench": 0.07,
     "respirator": 0.08,
     # Scarves and snoods: soft, wide (out to the ears and past them) and down over the neck; a
@@ -502,15 +507,22 @@ class _Material:
 class MaskRenderer:
     """Draws random synthetic masks on faces (one renderer per worker; it caches pictures)."""
 
-    def __init__(self, templates_dir: Path | None = None, split: str = "train") -> None:
+    def __init__(
+        self,
+        templates_dir: Path | None = None,
+        split: str = "train",
+        print_faces: Callable[[np.random.Generator], np.ndarray] | None = None,
+    ) -> None:
         """`templates_dir`: the `mask-templates` folder (masks.cfg, templates/, textures/), or None for
         drawn masks only. `split` "train" uses drawn masks and the templates and textures allowed in
-        training; "heldout" only the held-out ones (KN95 and gas templates, fruits and others textures)."""
+        training; "heldout" only the held-out ones (KN95 and gas templates, fruits and others textures).
+        `print_faces(rng)` gives a random face photo (RGB) whose mouth a graphic mask may show."""
         if split not in ("train", "heldout"):
             raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
         if split == "heldout" and templates_dir is None:
             raise ValueError("the heldout split needs templates_dir")
         self.split = split
+        self.print_faces = print_faces
         self.templates_dir = Path(templates_dir) if templates_dir is not None else None
         self._templates: dict[str, tuple[Path, np.ndarray]] = {}
         self._textures: dict[str, list[Path]] = {}
@@ -636,6 +648,14 @@ class MaskRenderer:
             color = _pick(rng, RESPIRATOR_COLORS)
         elif style == "cloth_printed":
             return _print_pattern(tx, ty, face.iod, self._smooth, rng), style
+        elif style == "cloth_graphic":
+            graphic, what = _graphic(rng, self.print_faces)
+            # The graphic spans the mask: u, v run 0..1 across it.
+            gx = (attrs[..., 0] * (graphic.shape[1] - 1)).astype(np.float32)
+            gy = (attrs[..., 1] * (graphic.shape[0] - 1)).astype(np.float32)
+            return cv2.remap(
+                graphic, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            ), f"{style}:{what}"
         else:  # cloth_photo
             name, path = self._random_texture(rng)
             return _sample_texture(self._texture(path), tx, ty, face.iod, rng), f"{style}:{name}"
@@ -1157,6 +1177,43 @@ def _shade(
         shade *= 1 - mat.edge_dark * np.clip((1 - edge) * 2.5, 0, 1)
     color = base * shade[..., None] + (spec * 255.0)[..., None]
     return np.clip(color * light.exposure * light.cast, 0, 255).astype(np.float32)
+
+
+LETTERS = "ABCDEFGHIJKLMNOPRSTUVWXYZ0123456789!#&"
+
+
+def _graphic(
+    rng: np.random.Generator, print_faces: Callable[[np.random.Generator], np.ndarray] | None
+) -> tuple[np.ndarray, str]:
+    """A picture (float32 RGB, 0..255) printed over a whole mask, and what it shows."""
+    if print_faces is not None and rng.random() < 0.6:
+        photo = print_faces(rng)
+        h, w = photo.shape[:2]
+        mouth = photo[int(h * 0.5) :, int(w * 0.1) : int(w * 0.9)].astype(np.float32)
+        style = str(rng.choice(["photo", "poster", "skull"], p=[0.2, 0.45, 0.35]))
+        if style == "poster":  # a printed cartoon of a mouth: few flat colours, saturated
+            levels = float(rng.integers(3, 6))
+            mouth = np.round(mouth / 255 * (levels - 1)) / (levels - 1) * 255
+            hsv = cv2.cvtColor(mouth.astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+            hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(1.2, 2.0), 0, 255)
+            mouth = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+        elif style == "skull":  # bone on black: the grey face inverted, hard contrast
+            grey = mouth.mean(axis=2, keepdims=True)
+            grey = np.clip((255 - grey - 128) * rng.uniform(1.5, 2.5) + 128, 0, 255)
+            mouth = np.repeat(grey, 3, axis=2)
+        return np.ascontiguousarray(mouth), f"mouth_{style}"
+    canvas = np.empty((160, 240, 3), np.uint8)
+    ground = _pick(rng, CLOTH_COLORS)
+    canvas[:] = ground.astype(np.uint8)
+    ink = 255 - ground if rng.random() < 0.7 else rng.uniform(0, 255, 3)
+    lines = int(rng.integers(1, 4))
+    for line in range(lines):
+        word = "".join(rng.choice(list(LETTERS), int(rng.integers(3, 8))))
+        scale = rng.uniform(1.0, 2.2) / lines**0.5
+        y = int((line + 0.75) * 160 / lines)
+        cv2.putText(canvas, word, (int(rng.uniform(0, 40)), y), cv2.FONT_HERSHEY_DUPLEX, scale,
+                    tuple(float(c) for c in ink), int(rng.integers(2, 6)), cv2.LINE_AA)  # fmt: skip
+    return canvas.astype(np.float32), "text"
 
 
 def _print_pattern(

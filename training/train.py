@@ -106,7 +106,10 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
     pack = FacePack.load(Path(cfg.data.pack), cfg.limit)
     if cfg.stage == "segmenter":
         templates = Path(cfg.data.templates_dir) if cfg.data.templates_dir else None
-        return MaskedFaceDataset(pack, MaskRenderer(templates, split="train"), cfg.data, seed=cfg.seed)
+        renderer = MaskRenderer(
+            templates, split="train", print_faces=lambda rng: pack.image(rng.integers(len(pack)))
+        )
+        return MaskedFaceDataset(pack, renderer, cfg.data, seed=cfg.seed)
     return HoleDataset(pack, cfg.data, seed=cfg.seed)
 
 
