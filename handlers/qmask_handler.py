@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -36,40 +35,16 @@ import torch
 from ts.context import Context
 from ts.service import Service
 
-import qmask.model
-from qmask.imageio import (
-    FORMAT_BY_MEDIA_TYPE,
-    SUPPORTED_FORMATS,
-    DecodedImage,
-    ImageError,
-    NotAnImageError,
-    UnsupportedFormatError,
-    decode,
-    encode,
-)
+from handlers.contract import JSON_TYPE, MEDIA, Upload, check_media, choose_output, read_upload
+from qmask.imageio import FORMAT_BY_MEDIA_TYPE, SUPPORTED_FORMATS, DecodedImage, ImageError, decode, encode
 from qmask.pipeline import FaceResult, PipelineConfig, UnmaskPipeline
-from qmask.video import (
-    OUTPUT_MEDIA_TYPE,
-    VIDEO_MEDIA_TYPES,
-    VideoConfig,
-    VideoLimits,
-    looks_like_video,
-    unmask_video,
-)
+from qmask.video import OUTPUT_MEDIA_TYPE, VideoConfig, VideoLimits, unmask_video
 
 logger = logging.getLogger(__name__)
 
-JSON_TYPE = "application/json"
-# Declared types that say nothing about the format: the bytes decide (PIL sniffs them).
-SNIFFED_TYPES = ("", "application/octet-stream")
-# The multipart field that carries the photo; TorchServe names a raw body "body".
-FORM_FIELD = "data"
 # Clips: at most 30 s, 900 frames, 60 fps, 1920x1080 (either way up) and 25 MiB; the defaults of
 # VideoLimits.
 VIDEO_CONFIG = VideoConfig(limits=VideoLimits())
-# What each model of this handler takes (the `handler: {media: ...}` key of its model config), and
-# where to send the other kind.
-MEDIA = {"photo": ("photos", "/predictions/qmask"), "video": ("clips", "/predictions/qmask-video")}
 # Key of the worker's request dict holding how often each form field came (see `_count_fields`).
 FIELD_COUNTS = "qmask.field_counts"
 
@@ -92,10 +67,6 @@ if not hasattr(Service.retrieve_data_for_inference, "__wrapped__"):
     Service.retrieve_data_for_inference = staticmethod(_count_fields(Service.retrieve_data_for_inference))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _header(context: Context, idx: int, name: str) -> str:
     """A request header by case-insensitive name ('' when absent); clients differ in case."""
     for key, value in context.get_all_request_header(idx).items():
@@ -105,81 +76,14 @@ def _header(context: Context, idx: int, name: str) -> str:
     return ""
 
 
-def _payload(item: dict, context: Context, idx: int) -> tuple[bytes, bool]:
-    """The upload's bytes from a raw body or the multipart field `data`, after the type check, and
-    whether it is a clip (declared so, or undeclared bytes of a video container)."""
-    field = FORM_FIELD if FORM_FIELD in item else "body" if "body" in item else None
-    if item.get(FIELD_COUNTS, {}).get(FORM_FIELD, 0) > 1:
-        raise NotAnImageError(
-            f"the request has {item[FIELD_COUNTS][FORM_FIELD]} fields {FORM_FIELD!r}; send one"
-        )
-    if field is None:
-        # TorchServe turned the body into form fields: it was sent as a form (curl --data-binary
-        # without -H sends application/x-www-form-urlencoded), or as multipart without `data`.
-        declared = _header(context, idx, "content-type").split(";")[0].strip().lower()
-        if declared.startswith("multipart/"):
-            raise NotAnImageError(f"the multipart request has no field {FORM_FIELD!r} with the photo")
-        raise UnsupportedFormatError(
-            f"Content-Type {declared or 'missing'} is not supported: send the photo with Content-Type "
-            f"image/jpeg, image/png or image/webp, or as the multipart field {FORM_FIELD!r}"
-        )
-    part = context.get_all_request_header(idx).get(field)
-    # A request header named like the field replaces the part's entry: then the bytes decide.
-    declared = (part.get("content-type") or "") if isinstance(part, dict) else ""
-    declared = declared.split(";")[0].strip().lower()
-    if declared not in FORMAT_BY_MEDIA_TYPE and declared not in SNIFFED_TYPES + VIDEO_MEDIA_TYPES:
-        raise UnsupportedFormatError(
-            f"Content-Type {declared} is not supported; send image/jpeg, image/png or image/webp, "
-            "or video/mp4, video/quicktime or video/webm"
-        )
-    # Bytes: decode_input_request=false, and the JSON and text bodies TorchServe would decode
-    # otherwise were refused above.
-    data = bytes(item[field])
-    return data, declared in VIDEO_MEDIA_TYPES or (declared in SNIFFED_TYPES and looks_like_video(data[:12]))
-
-
-def _media_ranges(accept: str) -> list[tuple[str, float]]:
-    """`Accept` as (media range, q) pairs; malformed q values count as 1 (be lenient to clients)."""
-    ranges = []
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        if not media:
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 1.0
-        ranges.append((media.lower(), q))
-    return ranges
-
-
-def _specificity(media_range: str, media_type: str) -> int:
-    """How closely a range of `Accept` names a type: 3 exactly, 2 as type/*, 1 as */*, 0 not."""
-    if media_range == media_type:
-        return 3
-    if media_range == media_type.split("/")[0] + "/*":
-        return 2
-    return 1 if media_range == "*/*" else 0
-
-
-def choose_output(accept: str, input_type: str) -> str:
-    """The media type to answer with: the best match for `Accept` among the input's type, the other
-    image types and JSON. No `Accept`, wildcards, or only types we cannot produce: the input's type."""
-    candidates = [input_type, *(t for t in SUPPORTED_FORMATS.values() if t != input_type), JSON_TYPE]
-    ranges = _media_ranges(accept)
-
-    def rank(candidate: str) -> tuple[float, int]:
-        # The most specific matching range gives a type its q (RFC 9110, 12.5.1).
-        matches = [(s, q) for media, q in ranges if (s := _specificity(media, candidate))]
-        specificity, q = max(matches, default=(0, 0.0))
-        return q, specificity
-
-    best = max(candidates, key=rank)  # ties go to the earlier candidate: the input's own type
-    return best if rank(best)[0] > 0 else input_type
+def _upload(item: dict, context: Context, idx: int) -> Upload:
+    """What TorchServe gives a worker for one request, read by the API contract."""
+    headers = context.get_all_request_header(idx)
+    # Parameter-level entries are dicts with each form field's content type; a request header named
+    # like a field replaces its entry, and then the bytes decide.
+    field_types = {k: v.get("content-type") or "" for k, v in headers.items() if isinstance(v, dict)}
+    fields = {k: v for k, v in item.items() if k != FIELD_COUNTS}
+    return read_upload(fields, field_types, item.get(FIELD_COUNTS, {}), _header(context, idx, "content-type"))
 
 
 class QMaskHandler:
@@ -194,18 +98,19 @@ class QMaskHandler:
         properties = context.system_properties
         model_dir = Path(properties["model_dir"])
         manifest = context.manifest["model"]
-        # The weights are a state_dict for the architecture in the installed qmask package; refuse
-        # an archive built against another model.py instead of serving a silently different network.
-        model_file = model_dir / manifest["modelFile"]
-        if _sha256(model_file) != _sha256(Path(qmask.model.__file__)):
-            raise RuntimeError(
-                f"{manifest['modelName']} {manifest['modelVersion']} was archived with a model.py that "
-                "differs from the installed qmask package; rebuild the .mar or install the matching qmask"
-            )
         gpu_id = properties.get("gpu_id")
         device = f"cuda:{gpu_id}" if gpu_id is not None and torch.cuda.is_available() else "cpu"
         weights = model_dir / manifest["serializedFile"]
-        self.pipeline = UnmaskPipeline(PipelineConfig(weights=str(weights), device=device))
+        try:
+            self.pipeline = UnmaskPipeline(PipelineConfig(weights=str(weights), device=device))
+        except ValueError as exc:
+            # The weights are state_dicts for the networks of the installed qmask package (their
+            # configs and parameter names and shapes are checked): refuse an archive made for other
+            # networks instead of serving a silently different model.
+            raise RuntimeError(
+                f"{manifest['modelName']} {manifest['modelVersion']}: {exc}; rebuild the .mar for the "
+                "installed qmask, or install the qmask it was built for"
+            ) from exc
         self.model_version = manifest["modelVersion"]
         self.media = ((context.model_yaml_config or {}).get("handler") or {}).get("media", "photo")
         if self.media not in MEDIA:
@@ -220,18 +125,13 @@ class QMaskHandler:
         decoded: dict[int, tuple[DecodedImage, str]] = {}
         for idx, item in enumerate(data):
             try:
-                payload, is_video = _payload(item, context, idx)
-                media = "video" if is_video else "photo"
-                if media != self.media:
-                    what, where = MEDIA[media]
-                    raise UnsupportedFormatError(
-                        f"this endpoint takes {MEDIA[self.media][0]}; send {what} to {where}"
-                    )
-                if is_video:
+                upload = _upload(item, context, idx)
+                check_media(upload, self.media)
+                if upload.media == "video":
                     # A clip is a batch of its own (its frames share network batches).
-                    answers[idx] = self._video(context, idx, payload)
+                    answers[idx] = self._video(context, idx, upload.data)
                     continue
-                image = decode(payload, self.pipeline.config.limits)
+                image = decode(upload.data, self.pipeline.config.limits)
                 accept = _header(context, idx, "accept")
                 decoded[idx] = image, choose_output(accept, SUPPORTED_FORMATS[image.format])
             except Exception as exc:  # one request's failure must not fail its batch

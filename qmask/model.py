@@ -315,9 +315,24 @@ def read_networks(path: Path) -> tuple[dict[str, tuple[UNetConfig, dict[str, tor
     return networks, payload.get("meta", {})
 
 
+class IncompatibleWeightsError(ValueError):
+    """Weights that do not fit the network this version of qmask builds from their config."""
+
+
 def build_network(stage: str, config: UNetConfig, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """The stage's network for `config`, with `state` loaded; the weights must fit it exactly (names
+    and shapes), so a file from another version of the code is refused instead of half loaded."""
     net = STAGES[stage](config)
     if state is not None:
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if got != expected:
+            missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+            reshaped = sorted(k for k in expected.keys() & got.keys() if expected[k] != got[k])
+            raise IncompatibleWeightsError(
+                f"the {stage} weights do not fit the {stage} this qmask builds for {config}: "
+                f"missing {missing[:3]}, unexpected {extra[:3]}, other shapes {reshaped[:3]}"
+            )
         net.load_state_dict(state)
     return net
 
