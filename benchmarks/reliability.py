@@ -61,7 +61,7 @@ def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-def _clip(frames: int, fps: int, size: tuple[int, int] = (320, 240)) -> bytes:
+def photo_clip(frames: int, fps: int, size: tuple[int, int] = (320, 240)) -> bytes:
     """An H.264 MP4 of a real masked photo, `frames` frames at `fps`."""
     photo = np.asarray(Image.open(PHOTO).convert("RGB").resize(size))
     buffer = io.BytesIO()
@@ -75,7 +75,7 @@ def _clip(frames: int, fps: int, size: tuple[int, int] = (320, 240)) -> bytes:
     return buffer.getvalue()
 
 
-def _faces_grid(count: int = 20) -> bytes:
+def faces_grid(count: int = 20) -> bytes:
     """Bench photos side by side: more faces than the limit (16)."""
     tiles = [Image.open(BENCH / f"{i:04d}_target.png").convert("RGB") for i in range(count)]
     grid = Image.new("RGB", (256 * 5, 256 * (count // 5)))
@@ -92,7 +92,7 @@ def cases() -> list[Case]:
         photo, "MPO", save_all=True, append_images=[photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     )
     bomb = _encoded(Image.new("1", (20000, 20000)), "PNG")  # 400 MP in a few KB
-    clip = _clip(8, 15)
+    clip = photo_clip(8, 15)
     return [
         Case("empty body", _post("qmask", b"", "image/png"), 400, "not_an_image"),
         Case(
@@ -149,7 +149,7 @@ def cases() -> list[Case]:
             422,
             "no_face",
         ),
-        Case("20 faces", _post("qmask", _faces_grid(), "image/jpeg"), 422, "too_many_faces"),
+        Case("20 faces", _post("qmask", faces_grid(), "image/jpeg"), 422, "too_many_faces"),
         Case("16-bit greyscale PNG", _post("qmask", _encoded(deep, "PNG"), "image/png"), 200, None),
         Case("MPO (two-frame JPEG)", _post("qmask", mpo, "image/jpeg"), 200, None),
         Case("clip sent to the photo model", _post("qmask", clip, "video/mp4"), 415, "unsupported_type"),
@@ -163,10 +163,10 @@ def cases() -> list[Case]:
             "not_a_video",
         ),
         Case("MP4 cut after 1.5 KB", _post("qmask-video", clip[:1500], "video/mp4"), 400, "truncated_video"),
-        Case("clip at 120 fps", _post("qmask-video", _clip(12, 120), "video/mp4"), 413, "too_large"),
+        Case("clip at 120 fps", _post("qmask-video", photo_clip(12, 120), "video/mp4"), 413, "too_large"),
         Case(
             "clip of 1,000 frames",
-            _post("qmask-video", _clip(1000, 40, (64, 48)), "video/mp4"),
+            _post("qmask-video", photo_clip(1000, 40, (64, 48)), "video/mp4"),
             413,
             "too_large",
         ),

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from qmask.imageio import FORMAT_BY_SUFFIX, ImageError
-from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig, UnmaskPipeline, UnmaskResult
+from qmask.pipeline import DEFAULT_WEIGHTS, REASONS, PipelineConfig, UnmaskPipeline, UnmaskResult
 from qmask.video import VIDEO_SUFFIXES, unmask_video
 
 # Clips are written as H.264 MP4 whatever their input container.
@@ -151,10 +151,16 @@ def unmask_command(args: argparse.Namespace) -> int:
                             str(dst.with_name(dst.stem + ".debug.png")),
                             cv2.cvtColor(debug, cv2.COLOR_RGB2BGR),
                         )
-                    if not any(f.edited for f in result.faces):
+                    left = [f for f in result.faces if not f.edited]
+                    if left and not args.quiet:
+                        edited = len(result.faces) - len(left)
+                        why = "; ".join(
+                            f"face at {round(f.box[0])},{round(f.box[1])}: {REASONS[f.reason]}" for f in left
+                        )
                         tqdm.write(
-                            f"qmask: {src}: {len(result.faces)} face(s) found, none wearing a mask; "
-                            "written unchanged",
+                            f"qmask: {src}: {edited} of {len(result.faces)} face(s) edited"
+                            + (", written unchanged" if not edited else "")
+                            + f"; left alone: {why}",
                             file=sys.stderr,
                         )
             except ImageError as exc:

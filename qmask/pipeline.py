@@ -47,6 +47,11 @@ class PipelineConfig:
     batch_size: int = 16
 
 
+# Why a face was left as it was: the API's `reason` code and its words for people.
+NO_MASK = "no_mask"
+REASONS = {NO_MASK: "no mask was seen on this face"}
+
+
 @dataclass
 class FaceResult:
     box: tuple[float, float, float, float]
@@ -54,12 +59,18 @@ class FaceResult:
     mask_fraction: float  # share of the aligned crop in the predicted mask region
     edited: bool
 
+    @property
+    def reason(self) -> str | None:
+        """Why the face was left alone (a key of REASONS), None when it was edited."""
+        return None if self.edited else NO_MASK
+
     def to_json(self) -> dict:
         return {
             "box": [round(v, 1) for v in self.box],
             "score": round(self.score, 3),
             "mask_fraction": round(self.mask_fraction, 3),
             "edited": self.edited,
+            "reason": self.reason,
         }
 
 

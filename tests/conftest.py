@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.data import DATA, REAL_MASKED
+from benchmarks import data
 from qmask.faces import FaceDetector
 from tests.torchserve_fixture import Server, torchserve
 
+# One data root for the tests and the benchmarks (benchmarks/data.py).
+REPO, DATA, BENCH, REAL_MASKED = data.REPO, data.DATA, data.BENCH, data.REAL_MASKED
 UTKFACE = DATA / "train" / "utkface"
 LFW = DATA / "eval" / "lfw"
 

@@ -63,11 +63,17 @@ def test_folder_in_folder_out_keeps_names_and_reports_photos_without_faces(tmp_p
         assert Image.open(tmp_path / "out" / name).size == Image.open(inputs / name).size
 
 
-def test_output_format_follows_the_output_suffix(tmp_path):
+def test_output_format_follows_the_output_suffix_and_a_bare_face_is_left_alone_with_the_reason(
+    tmp_path, capsys
+):
     src = next(iter(sorted(UTKFACE.iterdir())))  # unmasked face: written unchanged, and said so
     dst = tmp_path / "face.webp"
-    assert main(["unmask", str(src), "-o", str(dst)]) == 0
+    assert main(["unmask", str(src), "-o", str(dst), "--json"]) == 0
     assert Image.open(dst).format == "WEBP"
+    captured = capsys.readouterr()
+    [face] = json.loads(captured.out.strip().splitlines()[-1])["faces"]
+    assert (face["edited"], face["reason"]) == (False, "no_mask")
+    assert "written unchanged; left alone: face at" in captured.err and "no mask was seen" in captured.err
 
 
 def test_missing_input_is_a_clear_error(tmp_path):

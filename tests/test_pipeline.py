@@ -1,0 +1,73 @@
+"""The pipeline's own decisions, with the tiny untrained model of conftest.py (its segmenter sees mask
+everywhere, so every face it is shown is painted unless a rule says otherwise)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks.reliability import faces_grid
+from qmask.blend import BlendConfig
+from qmask.pipeline import NoFaceError, PipelineConfig, TooManyFacesError, UnmaskPipeline, UnmaskResult
+from tests.conftest import BENCH, load_rgb
+
+PHOTO = load_rgb(BENCH / "0003_masked.png")
+OTHER = load_rgb(BENCH / "0010_masked.png")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model):
+    with UnmaskPipeline(PipelineConfig(weights=str(tiny_model))) as p:
+        yield p
+
+
+def test_results_of_a_mixed_batch_keep_their_order_and_match_single_photos(pipeline):
+    blank = np.full((200, 200, 3), 90, np.uint8)
+    crowd = np.asarray(Image.open(io.BytesIO(faces_grid())).convert("RGB"))
+    results = pipeline.unmask_arrays([PHOTO, blank, OTHER, crowd])
+    assert [type(r) for r in results] == [UnmaskResult, NoFaceError, UnmaskResult, TooManyFacesError]
+    assert results[3].status == 422 and "the limit is 16" in str(results[3])
+    # Batched or alone, a photo comes out the same.
+    for image, batched in ((PHOTO, results[0]), (OTHER, results[2])):
+        alone = pipeline.unmask_array(image)
+        assert np.array_equal(alone.image, batched.image)
+        assert [f.box for f in alone.faces] == [f.box for f in batched.faces]
+
+
+def test_a_face_is_painted_only_above_the_minimum_mask_fraction(tiny_model):
+    painted = UnmaskPipeline(PipelineConfig(weights=str(tiny_model)))
+    strict = UnmaskPipeline(
+        PipelineConfig(weights=str(tiny_model), blend=BlendConfig(min_mask_fraction=1.01))
+    )
+    try:
+        edited, left = painted.unmask_array(PHOTO), strict.unmask_array(PHOTO)
+    finally:
+        painted.close()
+        strict.close()
+    assert all(f.edited for f in edited.faces) and not np.array_equal(edited.image, PHOTO)
+    assert not any(f.edited for f in left.faces) and np.array_equal(left.image, PHOTO)
+    assert [f.reason for f in left.faces] == ["no_mask"] * len(left.faces)
+    assert [f.to_json()["reason"] for f in edited.faces] == [None] * len(edited.faces)
+
+
+def test_no_face_and_too_many_faces_are_errors_of_a_single_photo(pipeline):
+    with pytest.raises(NoFaceError):
+        pipeline.unmask_array(np.zeros((64, 64, 3), np.uint8))
+    crowd = np.asarray(Image.open(io.BytesIO(faces_grid())).convert("RGB"))
+    with pytest.raises(TooManyFacesError):
+        pipeline.unmask_array(crowd)
+
+
+def test_debug_results_show_what_each_stage_saw(pipeline):
+    result = pipeline.unmask_array(PHOTO, debug=True)
+    [crop] = result.debug
+    assert crop.crop.shape == (256, 256, 3) and crop.mask_prob.shape == (256, 256)
+    assert crop.edit.edited and crop.painted is not None
+    # The shown crop equals the crop outside the blend weight and the painted face where it is 1.
+    outside, inside = crop.edit.weight == 0, crop.edit.weight == 1
+    assert np.array_equal(crop.output[outside], crop.crop[outside])
+    assert np.array_equal(crop.output[inside], crop.painted[inside])
+    assert set(result.timings) >= {"detect", "align", "segment", "plan", "inpaint", "paste_back"}
