@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
+import av
 import streamlit as st
+import streamlit.components.v1 as components
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 # `streamlit run frontend/app.py` puts frontend/ on sys.path, not the folder holding the `frontend`
@@ -43,6 +45,12 @@ from frontend.client import (  # noqa: E402
     Unreachable,
     UnsupportedType,
     WorkerDied,
+)
+from frontend.compare import (  # noqa: E402
+    changed_box,
+    closeup_box,
+    comparison_height,
+    comparison_html,
 )
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
@@ -85,6 +93,8 @@ VIDEO_MESSAGES: dict[type[ApiError], str] = {
     WorkerDied: "The server restarted while working on this clip. Try again in a minute.",
 }
 UNEXPECTED = "The server gave an answer this page does not understand. Try again later."
+# Why the server left a face alone (its `reason`), in words for people.
+REASONS = {"no_mask": "no mask was seen on it"}
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,8 @@ def server_status(url: str) -> Status:
 
 
 def show_status() -> None:
-    status = server_status(api_url())
+    with st.spinner("Asking the server…"):
+        status = server_status(api_url())
     version = st.session_state.get("model_version")
     answered = f"model version {version} answered the last photo" if version else "no photo sent yet"
     where = f"`{api_url()}`"
@@ -224,13 +235,13 @@ def annotate(before: Image.Image, after: Image.Image, result: Result) -> Image.I
         out.paste(REGION_COLOUR, mask=edge)
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default(size=max(12, round(max(size) / 26)))
-    for face in result.faces:
+    for number, face in enumerate(result.faces, 1):
         colour = EDITED_COLOUR if face.edited else UNEDITED_COLOUR
         # Boxes of faces cut by the photo's border reach outside it: keep them (and labels) inside.
         x0, y0 = max(0, face.box[0] * scale), max(0, face.box[1] * scale)
         x1, y1 = min(size[0] - 1, face.box[2] * scale), min(size[1] - 1, face.box[3] * scale)
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
-        label = f"face {face.score:.2f}, mask {face.mask_fraction:.0%}"
+        label = f"{number}: face {face.score:.2f}, mask {face.mask_fraction:.0%}"
         corner = (x0 + 2 * line, y0 + 2 * line)
         draw.text(corner, label, fill=colour, font=font, stroke_width=2, stroke_fill="black")
     return out
@@ -255,7 +266,21 @@ def encode_as(result: Result, image: Image.Image, kind: str) -> bytes:
 def faces_summary(result: Result) -> str:
     edited = sum(face.edited for face in result.faces)
     found = len(result.faces)
-    return f"{found} face{'s' * (found != 1)} found, {edited} unmasked (model {result.model_version})"
+    left = found - edited
+    alone = f", {left} left alone" if left else ""
+    return f"{found} face{'s' * (found != 1)} found, {edited} unmasked{alone} (model {result.model_version})"
+
+
+def where(face_box: tuple[float, float, float, float], size: tuple[int, int]) -> str:
+    """Where a face is in the photo, in words ("left", "top right", ...)."""
+    cx, cy = (face_box[0] + face_box[2]) / 2 / size[0], (face_box[1] + face_box[3]) / 2 / size[1]
+    row = "top " if cy < 1 / 3 else "bottom " if cy > 2 / 3 else ""
+    column = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else "middle"
+    return (row + column).replace("top middle", "top").replace("bottom middle", "bottom")
+
+
+def show_comparison(before: Image.Image, after: Image.Image, label: str) -> None:
+    components.html(comparison_html(before, after, label), height=comparison_height(after))
 
 
 def show_error(photo: Photo, error: ApiError) -> None:
@@ -281,6 +306,39 @@ def show_result(photo: Photo, result: Result, show_faces: bool, kind: str, index
         key=f"download-{index}",
         on_click="ignore",  # a download changes nothing on the page
     )
+    # Every unmasked face close up, at the photo's own resolution, the first one open.
+    edited = [(n, face) for n, face in enumerate(result.faces, 1) if face.edited]
+    for position, (number, face) in enumerate(edited):
+        box = closeup_box(face.box, after.size)
+        title = f"Face {number} ({where(face.box, after.size)}) close up: slide to compare"
+        with st.expander(title, expanded=position == 0):
+            show_comparison(
+                before.crop(box), after.convert(before.mode).crop(box), f"{photo.name} face {number}"
+            )
+    for number, face in enumerate(result.faces, 1):
+        if not face.edited:
+            reason = REASONS.get(face.reason or "", "the server left it as it was")
+            st.markdown(
+                f":material/face: Face {number} ({where(face.box, after.size)}) was left alone: {reason}. "
+                "Turn on *Show detected faces* to see it on the photo."
+            )
+
+
+def clip_frame(data: bytes, index: int) -> Image.Image | None:
+    """Frame `index` of a clip, upright (as the server processes it), or None past its end."""
+    with av.open(io.BytesIO(data)) as container:
+        for number, frame in enumerate(container.decode(video=0)):
+            if number == index:
+                image = frame.to_image()
+                turns = round(frame.rotation or 0) // 90
+                return image.rotate(90 * turns, expand=True) if turns % 4 else image
+    return None
+
+
+def frame_count(data: bytes) -> int:
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        return stream.frames or sum(1 for _ in container.decode(video=0))
 
 
 def show_clip(photo: Photo, clip: bytes, index: int) -> None:
@@ -299,14 +357,32 @@ def show_clip(photo: Photo, clip: bytes, index: int) -> None:
         key=f"download-{index}",
         on_click="ignore",
     )
+    frames = frame_count(clip)
+    with st.expander("A frame close up: slide to compare", expanded=True):
+        number = (
+            st.slider("Frame", 1, max(frames, 1), (frames + 1) // 2, key=f"frame-{index}")
+            if frames > 1
+            else 1
+        )
+        before, after = clip_frame(photo.data, number - 1), clip_frame(clip, number - 1)
+        box = changed_box(before, after) if before is not None and after is not None else None
+        if box is None:
+            st.caption("Nothing was replaced in this frame.")
+            return
+        # The replaced region, grown like a face's close-up.
+        close = closeup_box(box, after.size)
+        show_comparison(before.crop(close), after.crop(close), f"{photo.name} frame {number}")
 
 
 def main() -> None:
     st.set_page_config(page_title="QMask", page_icon=":material/face:", layout="centered")
     with st.sidebar:
         st.header("Server")
-        # Filled last, so it names the model version that answered this run's photos.
+        # Filled at once (a spinner, then the state) and again at the end, to name the model
+        # version that answered this run's photos.
         status_slot = st.empty()
+        with status_slot.container():
+            show_status()
         st.header("Options")
         show_faces = st.toggle("Show detected faces and mask regions")
         kind = st.radio("Download as", list(DOWNLOAD_TYPES), horizontal=True)

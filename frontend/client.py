@@ -121,6 +121,7 @@ class Face:
     score: float
     mask_fraction: float
     edited: bool
+    reason: str | None = None  # why a face was left alone (the API's `reason`, e.g. "no_mask")
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,13 @@ class QMaskClient:
         try:
             body = response.json()
             faces = [
-                Face(tuple(f["box"]), float(f["score"]), float(f["mask_fraction"]), bool(f["edited"]))
+                Face(
+                    tuple(f["box"]),
+                    float(f["score"]),
+                    float(f["mask_fraction"]),
+                    bool(f["edited"]),
+                    f.get("reason"),
+                )
                 for f in body["faces"]
             ]
             return Result(

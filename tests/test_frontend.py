@@ -3,6 +3,7 @@ Streamlit's AppTest for the page's logic, and one end-to-end run in Debian's chr
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import socket
@@ -19,14 +20,17 @@ from streamlit.testing.v1 import AppTest
 
 from benchmarks.clips import make_clip
 from frontend import client
+from frontend.compare import closeup_box
 from frontend.run import APP, REPO, page_ready, streamlit_command
-from tests.conftest import REAL_MASKED
+from tests.conftest import LFW, REAL_MASKED
 from tests.torchserve_fixture import VERSION
 
 PHOTO = REAL_MASKED / "1003.png"  # one masked face, found by the detector
 OTHER = REAL_MASKED / "1008.png"
+BARE = sorted(LFW.iterdir())[0]  # a face without a mask (evaluation data, never trained on)
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = REPO / "out" / "screenshots" / "frontend.png"
+PHONE_SCREENSHOT = REPO / "out" / "screenshots" / "frontend_phone.png"
 # A prediction on a busy 2-core CPU takes seconds; AppTest's default is 3 s per run.
 RUN_TIMEOUT = 120
 
@@ -86,6 +90,9 @@ def test_uploads_are_unmasked_side_by_side_with_downloads(api_url, page):
     ]
     assert [b.label for b in page.download_button] == ["Download PNG", "Download PNG"]
     assert "1 face found, 1 unmasked" in texts(page.caption)
+    # Each unmasked face close up, the first one open.
+    titles = [e.label for e in page.expander]
+    assert len(titles) == 2 and all(t.startswith("Face 1 (") and "close up" in t for t in titles)
     assert f"model version {VERSION} answered the last photo" in texts(page.success)
     # Options rerun the page without sending the photos again: the answers are kept per session.
     page.radio[0].set_value("JPEG")
@@ -137,6 +144,11 @@ def test_clip_upload_plays_before_and_after_with_download(api_url, page):
     assert [h.value for h in page.subheader] == ["clip.mp4", "cut.mov"]
     assert len(page.get("video")) == 2  # before and after
     assert [b.label for b in page.download_button] == ["Download MP4"]
+    # A chosen frame close up.
+    assert [e.label for e in page.expander] == ["A frame close up: slide to compare"]
+    assert page.slider[0].label == "Frame" and page.slider[0].max == 6
+    page.slider[0].set_value(2).run()
+    assert not page.exception
     assert [e.value for e in page.error] == [
         "**cut.mov**: This clip is cut off or damaged. Save or export it again and retry."
     ]
@@ -228,38 +240,80 @@ def running_page(api_url) -> Iterator[str]:
         process.wait(timeout=20)
 
 
-def test_browser_end_to_end(running_page):
+def people_photo() -> bytes:
+    """Two real masked photos and a bare face side by side: the real-masked folder holds no photo of
+    several people that the detector finds every face of."""
+    tiles = [Image.open(p).convert("RGB").resize((240, 240)) for p in (PHOTO, OTHER, BARE)]
+    canvas = Image.new("RGB", (720, 240))
+    for i, tile in enumerate(tiles):
+        canvas.paste(tile, (240 * i, 0))
+    return encoded("PNG", canvas)
+
+
+def launch_chromium(playwright):
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=[
+            "--headless",
+            "--no-sandbox",  # CI runs as root
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "shot"), [(1280, 1400, SCREENSHOT), (390, 1800, PHONE_SCREENSHOT)]
+)
+def test_browser_end_to_end(running_page, api_url, tmp_path, width, height, shot):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)")
+    upload = tmp_path / "people.png"
+    upload.write_bytes(people_photo())
+    # The server's answer for the same photo: what the close-up must show, pixel for pixel.
+    expected = client.QMaskClient(api_url).unmask(upload.read_bytes())
+    output = Image.open(io.BytesIO(expected.image)).convert("RGB")
+    first = next(f for f in expected.faces if f.edited)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",  # CI runs as root
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
-        )
+        browser = launch_chromium(playwright)
         try:
-            tab = browser.new_page(viewport={"width": 1280, "height": 960})
+            tab = browser.new_page(viewport={"width": width, "height": height})
             tab.goto(running_page)
             expect(tab.get_by_text("Server and model ready")).to_be_visible(timeout=30_000)
-            tab.locator("input[type=file]").set_input_files(PHOTO)
-            after = tab.locator('[data-testid="stImage"]', has_text="After").locator("img")
-            expect(after).to_be_visible(timeout=RUN_TIMEOUT * 1000)
-            tab.get_by_text("Show detected faces and mask regions").click()
-            expect(tab.get_by_text("1 face found, 1 unmasked")).to_be_visible()
-            expect(tab.get_by_role("button", name="Download PNG")).to_be_visible()
-            # Wait for the annotated image of the rerun to load, then check it really decoded.
-            tab.wait_for_load_state("networkidle")
+            tab.locator("input[type=file]").set_input_files(upload)
+            expect(tab.get_by_text("3 faces found, 2 unmasked, 1 left alone")).to_be_visible(
+                timeout=RUN_TIMEOUT * 1000
+            )
+            expect(tab.get_by_text("was left alone: no mask was seen on it")).to_be_visible()
+            # The first close-up is open; open the second one too.
+            closeups = tab.get_by_text("close up: slide to compare")
+            expect(closeups).to_have_count(2)
+            closeups.nth(1).click()
+            frame = tab.frame_locator("iframe").first
+            after = frame.locator("img.after")
+            expect(after).to_be_visible(timeout=30_000)
             after.evaluate("img => img.decode()")
-            assert after.evaluate("img => img.complete && img.naturalWidth > 0")
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            tab.screenshot(path=str(SCREENSHOT))
+            # The close-up holds the server's output pixels at full resolution, not upscaled.
+            src = after.get_attribute("src")
+            shown = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB")
+            assert shown.tobytes() == output.crop(closeup_box(first.box, output.size)).tobytes()
+            natural, rendered = after.evaluate("img => [img.naturalWidth, img.getBoundingClientRect().width]")
+            assert natural == shown.width and rendered <= natural + 0.5
+            # The slider moves the edge between before and after; holding the button shows before.
+            edge = frame.locator(".edge")
+            frame.locator("input[type=range]").fill("20")
+            assert edge.evaluate("e => e.style.left") == "20%"
+            hold = frame.get_by_role("button", name="Hold: before")
+            hold.dispatch_event("pointerdown")
+            assert edge.evaluate("e => e.style.left") == "100%"
+            hold.dispatch_event("pointerup")
+            assert edge.evaluate("e => e.style.left") == "20%"
+            tab.wait_for_load_state("networkidle")
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            tab.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
-    assert Image.open(SCREENSHOT).size == (1280, 960)
+    assert Image.open(shot).width == width
