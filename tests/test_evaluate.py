@@ -37,6 +37,18 @@ def test_evaluate_runs_on_a_tiny_set(tmp_path, tiny_model):
     assert methods["telea"]["psnr_mask"] > methods["copy_input"]["psnr_mask"]
     assert 0 <= methods["ours"]["mask_iou"] <= 1 and methods["telea"]["mask_iou"] is None
     assert "| ours |" in out.with_suffix(".md").read_text()
+    # Segmentation per style of the held-out masks (templates: KN95, gas, printed cloth).
+    assert sum(m["n"] for m in result["styles"].values()) == 3
+    assert all(style.startswith("template:") for style in result["styles"])
+
+
+def test_mask_styles_are_named_without_their_details():
+    from training.evaluate import mask_style
+
+    assert mask_style("cloth_photo:floral/floral_3.jpg") == "cloth_photo"
+    assert mask_style("template:KN95_left") == "template:KN95"
+    assert mask_style("template:cloth+fruits/f.png") == "template:cloth+print"
+    assert mask_style("surgical") == "surgical"
 
 
 def test_evaluation_scores_exactly_what_the_pipeline_shows(tmp_path):

@@ -123,6 +123,7 @@ def evaluate(
     renderer = MaskRenderer(templates, split="heldout") if masks == "templates" else MaskRenderer(None)
     per_method: dict[str, list[dict]] = defaultdict(list)
     per_group: dict[str, list[dict]] = defaultdict(list)
+    per_style: dict[str, list[dict]] = defaultdict(list)
     bare_edited: list[bool] = []
     lpips = LPIPS()
     detector = methods.pipeline.detector
@@ -145,11 +146,22 @@ def evaluate(
             pred = np.where(inside[..., None], pred, truth)
             row = score(pred, truth, mask & inside, None if pred_mask is None else pred_mask & inside, lpips)
             per_method[name].append(row)
+            if name == "ours":
+                per_style[mask_style(drawn.kind)].append(row)
             if groups and name == "ours":
                 age, _, race = path.name.split("_")[:3]
                 per_group[f"race:{RACES.get(int(race), race)}"].append(row)
                 per_group[f"age:{age_group(int(age))}"].append(row)
     result = {masks: {name: mean_metrics(rows) for name, rows in per_method.items()}}
+    # Segmentation by the kind of mask drawn: where a style is missed, it shows here first.
+    result["styles"] = {
+        style: {
+            "n": len(rows),
+            "mask_iou": mean_metrics(rows)["mask_iou"],
+            "psnr_mask": mean_metrics(rows)["psnr_mask"],
+        }
+        for style, rows in sorted(per_style.items())
+    }
     if groups:
         result["groups"] = {
             name: mean_metrics(rows) | {"n": len(rows)} for name, rows in sorted(per_group.items())
@@ -158,6 +170,16 @@ def evaluate(
     # The same faces without a mask: the share that ours would still repaint.
     result["bare_faces_edited"] = round(float(np.mean(bare_edited)), 4) if bare_edited else None
     return result
+
+
+def mask_style(kind: str) -> str:
+    """The style of a drawn mask's kind string: "cloth_photo:floral/x.jpg" -> "cloth_photo",
+    "template:KN95_left" -> "template:KN95", "template:cloth+fruits/y.png" -> "template:cloth+print"."""
+    style, _, detail = kind.partition(":")
+    if style != "template":
+        return style
+    family = detail.split("+")[0].removesuffix("_left").removesuffix("_right")
+    return f"template:{family}" + ("+print" if "+" in detail else "")
 
 
 def mean_metrics(rows: list[dict]) -> dict:
@@ -186,6 +208,10 @@ def markdown_table(result: dict, masks: str) -> str:
             "",
             f"The same faces without a mask: ours repaints {result['bare_faces_edited']:.1%} of them.",
         ]
+    if result.get("styles"):
+        lines += ["", "| mask style (ours) | n | mask IoU | PSNR in mask |", "|---|---|---|---|"]
+        for style, m in result["styles"].items():
+            lines.append(f"| {style} | {m['n']} | {m['mask_iou']:.4f} | {m['psnr_mask']:.2f} |")
     if "groups" in result:
         lines += [
             "",

@@ -1,9 +1,9 @@
 """What one training step does for each stage of the model; `training.train` runs the loop.
 
 - `SegmenterStep`: BCE + Dice of the predicted mask region against the drawn mask's coverage.
-- `InpainterStep`: Pix2PixHD's losses for the generator that paints the hole: L1 inside the hole,
-  a perceptual loss on VGG16 features of the lower face, a multi-scale LSGAN PatchGAN and
-  feature matching on the discriminators' features.
+- `InpainterStep`: Pix2PixHD's losses for the generator that paints the hole: L1 inside the hole
+  (and, weaker, outside it), a perceptual loss on VGG16 features of the lower face, a multi-scale
+  LSGAN PatchGAN and feature matching on the discriminators' features.
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ class LossConfig:
     # Segmenter
     bce: float = 1.0
     dice: float = 1.0
-    # Inpainter
+    # Inpainter. `l1` is inside the hole; `l1_valid` outside it, where the output is never shown but
+    # must stay the photo: left free, the whole output drifted in colour (green, then darker faces).
     l1: float = 10.0
+    l1_valid: float = 2.0
     perceptual: float = 10.0
     gan: float = 1.0
     feature_matching: float = 10.0
@@ -168,11 +170,20 @@ class InpainterStep:
             d_fake = discriminator(condition, composite)
             gan = _lsgan(d_fake, True)
             matching = _feature_matching(d_fake, [[f.detach() for f in fs] for fs in d_real])
-        l1 = ((face - image).abs() * painted).sum() / (3 * painted.sum()).clamp_min(1.0)
+        error = (face - image).abs()
+        l1 = (error * painted).sum() / (3 * painted.sum()).clamp_min(1.0)
+        valid = inside * (1 - hole)
+        l1_valid = (error * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
         rows, cols = self._perceptual_window()
         perceptual = self.perceptual(composite[..., rows, cols], image[..., rows, cols])
         cfg = self.loss
-        loss_g = cfg.l1 * l1 + cfg.perceptual * perceptual + cfg.gan * gan + cfg.feature_matching * matching
+        loss_g = (
+            cfg.l1 * l1
+            + cfg.l1_valid * l1_valid
+            + cfg.perceptual * perceptual
+            + cfg.gan * gan
+            + cfg.feature_matching * matching
+        )
         optimizers["inpainter"].zero_grad(set_to_none=True)
         loss_g.backward()
         optimizers["inpainter"].step()
@@ -180,6 +191,7 @@ class InpainterStep:
         return {
             "loss": loss_g.item(),
             "l1": l1.item(),
+            "l1_valid": l1_valid.item(),
             "perceptual": perceptual.item(),
             "gan": gan.item(),
             "feature_matching": matching.item(),
