@@ -17,6 +17,7 @@ from training.masks import (
     RenderedMask,
     fitting_points,
 )
+from training.masks.styles import load_styles
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TEMPLATES = DATA / "mask-templates"
@@ -146,3 +147,28 @@ def test_fitting_points(faces: list) -> None:
         assert abs(a[1] - mesh[1, 1]) < 0.25 * iod and abs(d[1] - mesh[17, 1]) < 0.25 * iod
         assert mesh[168, 1] < b[1] < mesh[1, 1]  # on the nose bridge
         assert e[1] > mesh[17, 1]  # below the lips
+
+
+def test_style_weights_set_the_mix(faces: list) -> None:
+    with pytest.raises(ValueError, match="unknown mask style"):
+        MaskRenderer(None, style_weights={"scarf": 1.0, "balaclava": 1.0})
+    with pytest.raises(ValueError):
+        MaskRenderer(None, style_weights={"scarf": -1.0})
+    with pytest.raises(ValueError):  # cloth_photo needs the textures of templates_dir
+        MaskRenderer(None, style_weights={"cloth_photo": 1.0})
+    renderer = MaskRenderer(None, style_weights={"scarf": 1.0})
+    rng = np.random.default_rng(4)
+    rgb, mesh = faces[0]
+    assert {renderer.render(rgb, mesh, rng).kind for _ in range(6)} == {"scarf"}
+    # Forcing a style still works when the mix leaves it out.
+    assert renderer.render(rgb, mesh, rng, kind="surgical").kind == "surgical"
+
+
+def test_every_style_in_the_table_renders(faces: list) -> None:
+    _, styles = load_styles()
+    rgb, mesh = faces[0]
+    renderer = MaskRenderer(TEMPLATES, split="train", print_faces=lambda rng: rgb)
+    for style in styles:
+        out = renderer.render(rgb, mesh, np.random.default_rng(5), kind=style)
+        assert out.kind.partition(":")[0] == style
+        assert out.alpha.max() > 0, f"{style}: nothing drawn"

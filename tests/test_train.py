@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from qmask.model import load_model, read_networks
 from tests.conftest import REPO, TINY_SEGMENTER, UTKFACE
@@ -76,6 +77,9 @@ def test_a_few_steps_lower_the_segmenters_loss(tmp_path, tiny_pack):
     # BCE: Dice is noisy over a few steps (a bare face has an empty region, so its Dice is all or nothing).
     assert np.mean([r["bce"] for r in log[-5:]]) < np.mean([r["bce"] for r in log[:5]]) * 0.8, log
     assert (out / "segmenter.pt").is_file() and (out / "samples" / "step_000020.png").is_file()
+    # The run records the mix of mask styles it saw.
+    recorded = yaml.safe_load((out / "config.yaml").read_text())["data"]
+    assert recorded["mask_styles"]["scarf"] > 0 and recorded["template_share"] == 0.25
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path, tiny_pack, capsys):

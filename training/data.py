@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from qmask.align import CROP_SIZE, eyes_to_crop, inside_photo, mesh_eyes, warp_to_crop
 from training.holes import HoleConfig, mask_shaped_hole
-from training.masks import MaskRenderer, RenderedMask
+from training.masks import DRAWN_WEIGHTS, TEMPLATE_SHARE, MaskRenderer, RenderedMask
 from training.pack import FacePack
 
 
@@ -35,6 +35,10 @@ class DataConfig:
     grayscale: float = 0.08
     # Segmenter: share of faces with no mask at all (empty region), so bare faces are left alone.
     unmasked: float = 0.1
+    # Segmenter: the mix of drawn mask styles (training/masks/styles.yaml has them and their default
+    # weights) and the share of the mask templates, written into each run's config.yaml.
+    mask_styles: dict[str, float] = field(default_factory=lambda: dict(DRAWN_WEIGHTS))
+    template_share: float = TEMPLATE_SHARE
     # Segmenter: beyond the photo's edges, show another training photo or a plain colour, never
     # part of the mask: UTKFace crops end at the chin, and mirrored there a dark mask looked like
     # it went on into the neck, so dark collars below a chin were taken for mask.
