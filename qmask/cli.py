@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from qmask.faces import DetectorConfig
 from qmask.imageio import FORMAT_BY_SUFFIX, ImageError
 from qmask.pipeline import DEFAULT_WEIGHTS, REASONS, PipelineConfig, UnmaskPipeline, UnmaskResult
 from qmask.video import VIDEO_SUFFIXES, unmask_video
@@ -126,7 +127,10 @@ def unmask_command(args: argparse.Namespace) -> int:
     folder_input = any(p.is_dir() for p in args.inputs)
     outputs = output_paths(inputs, args.output, folder_input)
     outputs[0].parent.mkdir(parents=True, exist_ok=True)
-    config = PipelineConfig(weights=str(args.weights), device=args.device)
+    detector = DetectorConfig(
+        small_faces_max_side=2 * DetectorConfig.detect_max_side if args.small_faces else None
+    )
+    config = PipelineConfig(weights=str(args.weights), device=args.device, detector=detector)
     failures = 0
     with UnmaskPipeline(config) as pipeline:
         bar = tqdm(
@@ -194,6 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     unmask.add_argument("--debug", action="store_true", help="also save NAME.debug.png with boxes and masks")
     unmask.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="model file (.pt)")
     unmask.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    unmask.add_argument(
+        "--small-faces",
+        action="store_true",
+        help="in photos over 1280 px, look for small faces at twice that size too (group photos; slower)",
+    )
     unmask.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     args = parser.parse_args(argv)
     return unmask_command(args)

@@ -23,3 +23,24 @@ def test_eyes_come_from_the_mesh_and_lie_in_the_box(detector, real_masked_sample
                 meshed += 1
                 assert (face.eyes == mesh_eyes(face.mesh)).all()
     assert meshed >= 8
+
+
+def test_small_faces_of_a_large_group_photo_are_found_with_the_extra_pass():
+    """Eight masked faces of 90 px in a 4000x2400 photo: about 29 px once downscaled to 1280."""
+    import numpy as np
+    from PIL import Image
+
+    from qmask.faces import DetectorConfig, FaceDetector
+    from tests.conftest import BENCH
+
+    canvas = Image.new("RGB", (4000, 2400), (110, 120, 130))
+    for i in range(8):
+        face = Image.open(BENCH / f"{i:04d}_masked.png").convert("RGB").resize((90, 90))
+        canvas.paste(face, (300 + 450 * i, 800 + (i % 3) * 400))
+    rgb = np.asarray(canvas)
+    with FaceDetector(DetectorConfig(small_faces_max_side=2560)) as detector:
+        found = detector.detect(rgb)
+    with FaceDetector() as detector:
+        default = detector.detect(rgb)
+    assert len(found) >= 5 > len(default)
+    assert all(60 < f.size < 120 for f in found)
