@@ -2,8 +2,8 @@
 
 From the segmenter's mask probabilities to an `Edit`: the solid mask region (holes filled, only
 pieces that reach the mouth area), whether the face is edited at all, the blend weight (the region
-grown at full weight, then feathered) and the hole the inpainter paints (every pixel the weight
-touches). Then the painted face is toned like the photo when the photo is monochrome.
+grown at full weight, then feathered) and the hole the inpainter paints (where the weight is 1).
+Then the painted face is toned like the photo when the photo is monochrome.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ class Edit:
 
     @property
     def hole(self) -> np.ndarray:
-        """(H, W) float32: 1 where the inpainter paints (wherever the weight is above 0)."""
-        return (self.weight > 0).astype(np.float32)
+        """(H, W) float32: 1 where the inpainter paints, the region grown at full weight. The feather
+        beyond it is skin the inpainter sees and continues (erasing it too cost 0.2 dB on the frozen
+        benchmark), blended with the photo."""
+        return (self.weight >= 1).astype(np.float32)
 
 
 def fill_holes(hard: np.ndarray, close_px: int = 9) -> np.ndarray:
