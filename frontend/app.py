@@ -230,7 +230,7 @@ def annotate(before: Image.Image, after: Image.Image, result: Result) -> Image.I
     out = out.resize(size, Image.Resampling.LANCZOS)
     line = max(2, round(max(size) / 200))
     if region is not None:
-        # An outline, not a fill: the generated face inside it is what people want to look at.
+        # An outline, not a fill: the painted face inside it is what people want to look at.
         edge = ImageChops.subtract(region.filter(ImageFilter.MaxFilter(2 * (line // 2) + 1)), region)
         out.paste(REGION_COLOUR, mask=edge)
     draw = ImageDraw.Draw(out)
@@ -389,7 +389,7 @@ def main() -> None:
         use_camera = st.toggle("Take a photo with the camera")
     st.title("QMask")
     st.write(
-        "Upload photos or short clips of people wearing face masks: each mask is replaced by a generated "
+        "Upload photos or short clips of people wearing face masks: each mask is replaced by a painted "
         "lower face (in clips, in every frame, with the sound kept)."
     )
     st.caption(

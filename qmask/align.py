@@ -2,7 +2,7 @@
 
 The alignment uses the two eye centres only: a mask never hides the eyes, whereas landmarks of
 the nose, mouth and jaw are guesses under a mask. Training crops are made by the same function,
-so the generator sees faces framed exactly as at inference.
+so the networks see faces framed exactly as at inference.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -
     """The canonical crop; outside the photo it is mirrored.
 
     Mirroring, not replicating the edge: replicated edges are long streaks that dominate crops of
-    tightly framed photos (training faces are 200 px forehead-to-chin crops), and a generator
+    tightly framed photos (training faces are 200 px forehead-to-chin crops), and a network
     trained on them learnt to paint streaks into lower faces.
     """
     return cv2.warpAffine(

@@ -101,10 +101,10 @@ def blend(crop: np.ndarray, face: np.ndarray, weight: np.ndarray) -> np.ndarray:
 def match_monochrome(
     crops: np.ndarray, faces: np.ndarray, photo: np.ndarray | None = None, tolerance: float = 3.0
 ) -> np.ndarray:
-    """Generated faces ((N,) H, W, 3 uint8) recoloured like their photo when it is black and white
-    or toned (sepia, cyanotype); colour photos keep the generated colours.
+    """Painted faces ((N,) H, W, 3 uint8) recoloured like their photo when it is black and white
+    or toned (sepia, cyanotype); colour photos keep the painted colours.
 
-    The generator is trained mostly on colour photos and paints skin tones into such photos. Each
+    The inpainter is trained mostly on colour photos and paints skin tones into such photos. Each
     channel of a monochrome photo is a linear function of its luminance: fitted on the crop's
     pixels that show the photo (`photo`, (N,) H, W bool: inside the photo and outside the
     predicted mask, which may be coloured; default all), it counts as monochrome when the fit is
