@@ -39,7 +39,7 @@ def read_upload(
 ) -> Upload:
     """The upload from a request: its raw body, or the multipart field `data` (`fields` by name,
     `field_types` their declared Content-Types, `field_counts` how often each name came, and the
-    request's own Content-Type). Raises an `ImageError` for a request that carries no usable upload.
+    request's own Content-Type). Raises an `InputError` for a request that carries no usable upload.
     """
     if field_counts.get(FORM_FIELD, 0) > 1:
         raise NotAnImageError(f"the request has {field_counts[FORM_FIELD]} fields {FORM_FIELD!r}; send one")

@@ -15,7 +15,7 @@ their own worker and queue: a photo never waits behind minutes of video.
 For a photo, the answer is the unmasked photo in the input's format, another one if `Accept` asks for
 image/png, image/jpeg or image/webp, or JSON with the faces and the base64 photo for
 `Accept: application/json`. Errors are JSON `{"code": ..., "message": ...}` with the status of the
-`ImageError` raised (400, 413, 415, 422). Every request of a TorchServe batch gets its own answer, so
+`InputError` raised (400, 413, 415, 422). Every request of a TorchServe batch gets its own answer, so
 one bad photo never fails the others, and photos are neither written to disk nor logged.
 """
 
@@ -36,7 +36,8 @@ from ts.context import Context
 from ts.service import Service
 
 from handlers.contract import JSON_TYPE, MEDIA, Upload, check_media, choose_output, read_upload
-from qmask.imageio import FORMAT_BY_MEDIA_TYPE, SUPPORTED_FORMATS, DecodedImage, ImageError, decode, encode
+from qmask.errors import InputError
+from qmask.imageio import FORMAT_BY_MEDIA_TYPE, SUPPORTED_FORMATS, DecodedImage, decode, encode
 from qmask.pipeline import FaceResult, PipelineConfig, UnmaskPipeline
 from qmask.video import OUTPUT_MEDIA_TYPE, VideoConfig, VideoLimits, unmask_video
 
@@ -139,7 +140,7 @@ class QMaskHandler:
         results = self.pipeline.unmask_arrays([image.rgb for image, _ in decoded.values()])
         for (idx, (image, output)), result in zip(decoded.items(), results, strict=True):
             try:
-                if isinstance(result, ImageError):
+                if isinstance(result, InputError):
                     raise result
                 answers[idx] = self._answer(context, idx, image, result.image, result.faces, output)
             except Exception as exc:  # as above
@@ -191,7 +192,7 @@ class QMaskHandler:
         return encode(image, rgb, FORMAT_BY_MEDIA_TYPE[output])
 
     def _error(self, context: Context, idx: int, exc: Exception) -> bytes:
-        if isinstance(exc, ImageError):
+        if isinstance(exc, InputError):
             status, code, message = exc.status, exc.code, str(exc)
         else:
             # A bug, not the client's fault: keep the traceback (it holds no pixels) for the logs.

@@ -11,8 +11,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from qmask.errors import InputError
 from qmask.faces import DetectorConfig
-from qmask.imageio import FORMAT_BY_SUFFIX, ImageError
+from qmask.imageio import FORMAT_BY_SUFFIX
 from qmask.pipeline import DEFAULT_WEIGHTS, REASONS, PipelineConfig, UnmaskPipeline, UnmaskResult
 from qmask.video import VIDEO_SUFFIXES, unmask_video
 
@@ -167,7 +168,7 @@ def unmask_command(args: argparse.Namespace) -> int:
                             + f"; left alone: {why}",
                             file=sys.stderr,
                         )
-            except ImageError as exc:
+            except InputError as exc:
                 failures += 1
                 record["error"] = {"code": exc.code, "message": str(exc)}
                 tqdm.write(f"qmask: {src}: {exc}; no output written", file=sys.stderr)

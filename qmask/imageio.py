@@ -12,32 +12,27 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from qmask.errors import InputError
+
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 FORMAT_BY_MEDIA_TYPE = {v: k for k, v in SUPPORTED_FORMATS.items()}
 FORMAT_BY_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 
-class ImageError(ValueError):
-    """A request the pipeline refuses; `status` is the HTTP status an API should answer with."""
-
-    status = 400
-    code = "bad_image"
-
-
-class NotAnImageError(ImageError):
+class NotAnImageError(InputError):
     code = "not_an_image"
 
 
-class TruncatedImageError(ImageError):
+class TruncatedImageError(InputError):
     code = "truncated_image"
 
 
-class ImageTooLargeError(ImageError):
+class ImageTooLargeError(InputError):
     status = 413
     code = "too_large"
 
 
-class UnsupportedFormatError(ImageError):
+class UnsupportedFormatError(InputError):
     status = 415
     code = "unsupported_type"
 
@@ -72,7 +67,7 @@ def _deep_grey(image: Image.Image) -> np.ndarray:
 
 
 def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
-    """Bytes -> pixels. Raises an `ImageError` subclass for anything we will not process."""
+    """Bytes -> pixels. Raises an `InputError` subclass for anything we will not process."""
     limits = limits or ImageLimits()
     if len(data) > limits.max_bytes:
         raise ImageTooLargeError(f"the file is {len(data)} bytes; the limit is {limits.max_bytes}")

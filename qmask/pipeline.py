@@ -16,19 +16,20 @@ import torch
 
 from qmask.align import eyes_to_crop, inside_photo, paste_back, warp_to_crop
 from qmask.blend import BlendConfig, Edit, blend, match_monochrome, plan_edit
+from qmask.errors import InputError
 from qmask.faces import DetectorConfig, Face, FaceDetector
-from qmask.imageio import DecodedImage, ImageError, ImageLimits, decode, encode
+from qmask.imageio import DecodedImage, ImageLimits, decode, encode
 from qmask.model import load_model, run_inpainter, run_segmenter
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 
 
-class NoFaceError(ImageError):
+class NoFaceError(InputError):
     status = 422
     code = "no_face"
 
 
-class TooManyFacesError(ImageError):
+class TooManyFacesError(InputError):
     status = 422
     code = "too_many_faces"
 
@@ -184,11 +185,11 @@ class UnmaskPipeline:
     def unmask_array(self, rgb: np.ndarray, debug: bool = False) -> UnmaskResult:
         """Unmask every masked face in an RGB uint8 image; raises NoFaceError / TooManyFacesError."""
         result = self.unmask_arrays([rgb], debug)[0]
-        if isinstance(result, ImageError):
+        if isinstance(result, InputError):
             raise result
         return result
 
-    def detect(self, rgb: np.ndarray) -> list[Face] | ImageError:
+    def detect(self, rgb: np.ndarray) -> list[Face] | InputError:
         """The faces of one photo, or the error it gets (none, or more than `max_faces`)."""
         faces = self.detector.detect(rgb)
         if not faces:
@@ -197,7 +198,7 @@ class UnmaskPipeline:
             return TooManyFacesError(f"{len(faces)} faces found; the limit is {self.config.max_faces}")
         return faces
 
-    def unmask_arrays(self, images: list[np.ndarray], debug: bool = False) -> list[UnmaskResult | ImageError]:
+    def unmask_arrays(self, images: list[np.ndarray], debug: bool = False) -> list[UnmaskResult | InputError]:
         """Unmask several images with one batch through each network for all their faces (server
         batches). Each item is the image's result, or the error that image got (no face, too many
         faces), so one bad photo does not fail the others. Timings are those of the whole batch.
@@ -209,7 +210,7 @@ class UnmaskPipeline:
             jobs = [
                 (index, face, eyes_to_crop(face.eyes))
                 for index, faces in enumerate(found)
-                if not isinstance(faces, ImageError)
+                if not isinstance(faces, InputError)
                 for face in faces
             ]
             crops = np.stack([warp_to_crop(images[i], m) for i, _, m in jobs]) if jobs else None
@@ -234,7 +235,7 @@ class UnmaskPipeline:
                 debugs[index].append(result)
         return [
             faces
-            if isinstance(faces, ImageError)
+            if isinstance(faces, InputError)
             else UnmaskResult(
                 image=outputs[i], faces=face_results[i], timings=dict(timer.seconds), debug=debugs[i]
             )

@@ -29,8 +29,8 @@ import av
 import numpy as np
 
 from qmask.align import eyes_to_crop, inside_photo, paste_back, warp_to_crop
+from qmask.errors import InputError
 from qmask.faces import Face, box_iou
-from qmask.imageio import ImageError
 from qmask.pipeline import NoFaceError, StageTimer, UnmaskPipeline
 
 VIDEO_MEDIA_TYPES = ("video/mp4", "video/quicktime", "video/webm")
@@ -42,7 +42,7 @@ MP4_AUDIO_CODECS = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
 Progress = Callable[[str, int, int], None]
 
 
-class VideoError(ImageError):
+class VideoError(InputError):
     code = "bad_video"
 
 
