@@ -234,11 +234,23 @@ def run_segmenter(
 
 @torch.inference_mode()
 def run_inpainter(
-    inpainter: nn.Module, crops: np.ndarray, holes: np.ndarray, device: torch.device | str = "cpu"
+    inpainter: nn.Module,
+    crops: np.ndarray,
+    holes: np.ndarray,
+    device: torch.device | str = "cpu",
+    mirror_average: bool = False,
 ) -> np.ndarray:
-    """(N, 256, 256, 3) uint8 crops and (N, 256, 256) holes (1: paint) -> faces (N, 256, 256, 3) uint8."""
+    """(N, 256, 256, 3) uint8 crops and (N, 256, 256) holes (1: paint) -> faces (N, 256, 256, 3) uint8.
+
+    `mirror_average` also paints the mirrored crops and averages both faces (mirrored back).
+    """
+    x = _to_input(crops, device)
     hole = torch.from_numpy(np.ascontiguousarray(holes, dtype=np.float32)).to(device)[:, None]
-    face = inpainter(_to_input(crops, device), hole).float()
+    if mirror_average:
+        x, hole = torch.cat([x, x.flip(-1)]), torch.cat([hole, hole.flip(-1)])
+    face = inpainter(x, hole).float()
+    if mirror_average:
+        face = (face[: len(crops)] + face[len(crops) :].flip(-1)) / 2
     return face.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
 
 

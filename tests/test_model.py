@@ -106,3 +106,17 @@ def test_mirror_average_treats_a_crop_and_its_mirror_image_alike():
     mirrored = run_segmenter(segmenter, crops[:, :, ::-1], mirror_average=True)
     assert np.allclose(probs, mirrored[:, :, ::-1], atol=1e-5)
     assert not np.allclose(probs, run_segmenter(segmenter, crops), atol=1e-3)  # the mirror pass counts
+
+
+def test_the_mirror_averaged_inpainter_is_symmetric_and_still_blind_to_the_hole():
+    inpainter = tiny_networks()["inpainter"].eval()
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 256, (2, 256, 256, 3), dtype=np.uint8)
+    holes = np.zeros((2, 256, 256), np.float32)
+    holes[:, 110:220, 50:180] = 1
+    faces = run_inpainter(inpainter, crops, holes, mirror_average=True)
+    mirrored = run_inpainter(inpainter, crops[:, :, ::-1], holes[:, :, ::-1], mirror_average=True)
+    assert np.abs(faces.astype(int) - mirrored[:, :, ::-1]).max() <= 1  # rounding only
+    other = crops.copy()
+    other[holes > 0] = 0
+    assert np.array_equal(faces, run_inpainter(inpainter, other, holes, mirror_average=True))
