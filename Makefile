@@ -7,8 +7,8 @@ DATA ?= ../shared/data
 INPUT ?= $(DATA)/real-masked
 OUTPUT ?= out/unmasked
 
-.PHONY: setup run cli mar serve stop bench-serve test lint bench landmarks pack gpu-pack train-cpu export evaluate \
-	bench-frozen \
+.PHONY: setup run cli mar serve stop bench-serve bench-video reliability test lint bench landmarks pack gpu-pack \
+	train-cpu export evaluate bench-frozen \
 	contact-sheet clean k8s-validate lint-docker images
 
 $(BIN)/.installed: pyproject.toml
@@ -57,6 +57,13 @@ lint: setup
 bench: setup
 	$(BIN)/python -m benchmarks.photo
 
+bench-video: setup
+	$(BIN)/python -m benchmarks.video
+
+# Against a running server (make serve): the hostile-input matrix, then READY workers and a good photo.
+reliability: setup
+	$(BIN)/python -m benchmarks.reliability
+
 # Training and measurement jobs: separate from the tests, their results are recorded in README.
 landmarks: setup
 	$(BIN)/python -m training.landmarks $(DATA)/train/utkface cache/utkface.npz
@@ -103,6 +110,7 @@ bench-frozen: setup
 	  --weights $(WEIGHTS) || true
 	$(BIN)/python ../shared/bench/score.py $(DATA)/bench/lfw-synthetic out/bench --json out/bench_score.json \
 	  --lpips qmask/assets/alexnet.ckpt
+	$(BIN)/python -m benchmarks.bare_faces --weights $(WEIGHTS)
 
 contact-sheet: cli
 	$(BIN)/python -m training.contact_sheet $(INPUT) $(OUTPUT) out/sheets/real
