@@ -29,6 +29,7 @@ if ROOT not in sys.path:
 from frontend.client import (  # noqa: E402
     VIDEO_TYPES,
     ApiError,
+    Face,
     InternalError,
     NoFace,
     NotAnImage,
@@ -235,7 +236,7 @@ def annotate(before: Image.Image, after: Image.Image, result: Result) -> Image.I
         out.paste(REGION_COLOUR, mask=edge)
     draw = ImageDraw.Draw(out)
     font = ImageFont.load_default(size=max(12, round(max(size) / 26)))
-    for number, face in enumerate(result.faces, 1):
+    for number, face in numbered(result):
         colour = EDITED_COLOUR if face.edited else UNEDITED_COLOUR
         # Boxes of faces cut by the photo's border reach outside it: keep them (and labels) inside.
         x0, y0 = max(0, face.box[0] * scale), max(0, face.box[1] * scale)
@@ -269,6 +270,11 @@ def faces_summary(result: Result) -> str:
     left = found - edited
     alone = f", {left} left alone" if left else ""
     return f"{found} face{'s' * (found != 1)} found, {edited} unmasked{alone} (model {result.model_version})"
+
+
+def numbered(result: Result) -> list[tuple[int, Face]]:
+    """The faces numbered as people read the photo: left to right (the API lists them by size)."""
+    return list(enumerate(sorted(result.faces, key=lambda f: (f.box[0], f.box[1])), 1))
 
 
 def where(face_box: tuple[float, float, float, float], size: tuple[int, int]) -> str:
@@ -307,7 +313,7 @@ def show_result(photo: Photo, result: Result, show_faces: bool, kind: str, index
         on_click="ignore",  # a download changes nothing on the page
     )
     # Every unmasked face close up, at the photo's own resolution, the first one open.
-    edited = [(n, face) for n, face in enumerate(result.faces, 1) if face.edited]
+    edited = [(n, face) for n, face in numbered(result) if face.edited]
     for position, (number, face) in enumerate(edited):
         box = closeup_box(face.box, after.size)
         title = f"Face {number} ({where(face.box, after.size)}) close up: slide to compare"
@@ -315,7 +321,7 @@ def show_result(photo: Photo, result: Result, show_faces: bool, kind: str, index
             show_comparison(
                 before.crop(box), after.convert(before.mode).crop(box), f"{photo.name} face {number}"
             )
-    for number, face in enumerate(result.faces, 1):
+    for number, face in numbered(result):
         if not face.edited:
             reason = REASONS.get(face.reason or "", "the server left it as it was")
             st.markdown(
@@ -377,17 +383,17 @@ def show_clip(photo: Photo, clip: bytes, index: int) -> None:
 def main() -> None:
     st.set_page_config(page_title="QMask", page_icon=":material/face:", layout="centered")
     with st.sidebar:
-        st.header("Server")
-        # Filled at once (a spinner, then the state) and again at the end, to name the model
-        # version that answered this run's photos.
-        status_slot = st.empty()
-        with status_slot.container():
-            show_status()
         st.header("Options")
         show_faces = st.toggle("Show detected faces and mask regions")
         kind = st.radio("Download as", list(DOWNLOAD_TYPES), horizontal=True)
         use_camera = st.toggle("Take a photo with the camera")
     st.title("QMask")
+    # The server's state under the title, where a phone shows it too (its sidebar starts closed):
+    # filled at once (a spinner, then the state) and again at the end, to name the model version
+    # that answered this run's photos.
+    status_slot = st.empty()
+    with status_slot.container():
+        show_status()
     st.write(
         "Upload photos or short clips of people wearing face masks: each mask is replaced by a painted "
         "lower face (in clips, in every frame, with the sound kept)."
