@@ -61,12 +61,14 @@ def test_a_photo_is_answered_within_2_s_while_a_long_clip_is_in_work(server):
     worker = threading.Thread(target=send_clip)
     worker.start()
     time.sleep(4)  # the clip is being unmasked
-    start = time.perf_counter()
-    photo = server.predict((REAL_MASKED / "1003.png").read_bytes())
-    latency = time.perf_counter() - start
+    latencies = []
+    for _ in range(3):
+        start = time.perf_counter()
+        assert server.predict((REAL_MASKED / "1003.png").read_bytes()).status_code == 200
+        latencies.append(time.perf_counter() - start)
     assert worker.is_alive(), "the clip should still be in work"
     worker.join()
-    assert photo.status_code == 200 and latency < 2.0, latency
+    assert sorted(latencies)[1] < 2.0, latencies  # the median of three photos
     assert result["clip"].status_code == 200 and result["clip"].headers["Content-Type"] == "video/mp4"
 
 
