@@ -3,7 +3,8 @@
 From the segmenter's mask probabilities to an `Edit`: the solid mask region (holes filled, only
 pieces that reach the mouth area), whether the face is edited at all, the blend weight (the region
 grown at full weight, then feathered) and the hole the inpainter paints (where the weight is 1).
-Then the painted face is toned like the photo when the photo is monochrome.
+Then the painted face's colour is matched to the skin above the edit, and toned like the photo
+when the photo is monochrome.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from qmask.align import CROP_SIZE
 
 # Between nose tip and mouth in the crop (x0, y0, x1, y1), with room for turned faces.
 MOUTH_AREA = (100, 130, 156, 170)
+# From the eyebrows down, between the outer eye corners and a little beyond (x0, y0, x1): where the
+# skin that the painted face must match shows above a mask.
+UPPER_FACE = (70, 60, 186)
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,9 @@ class BlendConfig:
     # falls to 0 over `feather_px` so no seam shows.
     grow_px: float = 5.0
     feather_px: float = 4.0
+    # The painted face's colour (Lab a, b) is moved toward the skin above the edit by at most this
+    # much: the inpainter often paints a face greyer or greener than the person's (0: off).
+    max_colour_shift: float = 10.0
 
 
 @dataclass
@@ -96,6 +103,43 @@ def blend(crop: np.ndarray, face: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """The crop with the painted face blended in by `weight` (what paste-back does in the photo)."""
     w = weight[..., None]
     return np.clip(np.rint(w * face + (1 - w) * crop), 0, 255).astype(np.uint8)
+
+
+def match_skin_colour(
+    crops: np.ndarray,
+    faces: np.ndarray,
+    edits: list[Edit],
+    photo: np.ndarray | None = None,
+    max_shift: float = 10.0,
+) -> np.ndarray:
+    """Painted faces (N, H, W, 3 uint8) with their colour moved toward the skin above each edit.
+
+    The shift is the difference of the median Lab chroma (a, b) of the crop above the edit (in each
+    of its columns, from the eyebrows down to where the weight starts, inside the photo: `photo`,
+    (N, H, W) bool) and of the painted hole; lightness is kept, so the painted shading stays. Below
+    or beside the edit may be mask, so only skin above it is trusted; the cap keeps eyes, brows and
+    glasses in the reference from pulling the face far."""
+    out = faces.copy()
+    x0, y0, x1 = UPPER_FACE
+    for i, (crop, face, edit) in enumerate(zip(crops, faces, edits, strict=True)):
+        touched = edit.weight > 0
+        reference = np.zeros_like(touched)
+        reference[y0:, x0:x1] = True
+        reference &= (np.cumsum(touched, axis=0) == 0) & touched.any(axis=0)[None, :]
+        if photo is not None:
+            reference &= photo[i]
+        hole = edit.hole > 0.5
+        if reference.sum() < 150 or hole.sum() < 150:
+            continue
+        crop_lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+        face_lab = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
+        shift = np.median(crop_lab[reference][:, 1:], axis=0) - np.median(face_lab[hole][:, 1:], axis=0)
+        norm = float(np.linalg.norm(shift))
+        if norm > max_shift:
+            shift *= max_shift / norm
+        face_lab[..., 1:] += shift
+        out[i] = cv2.cvtColor(np.clip(np.rint(face_lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    return out
 
 
 def match_monochrome(

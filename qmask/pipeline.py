@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from qmask.align import eyes_to_crop, inside_photo, paste_back, warp_to_crop
-from qmask.blend import BlendConfig, Edit, blend, match_monochrome, plan_edit
+from qmask.blend import BlendConfig, Edit, blend, match_monochrome, match_skin_colour, plan_edit
 from qmask.errors import InputError
 from qmask.faces import DetectorConfig, Face, FaceDetector
 from qmask.imageio import DecodedImage, ImageLimits, decode, encode
@@ -149,9 +149,10 @@ class UnmaskPipeline:
         return plan_edit(mask_prob, self.config.blend)
 
     def inpaint(self, crops: np.ndarray, edits: list[Edit], inside: np.ndarray | None = None) -> np.ndarray:
-        """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, toned like the
-        photo when it is monochrome. `inside` (N, 256, 256) marks crop pixels that come from the
-        photo, not from its mirrored surroundings (`inside_photo`); it helps tell grey photos."""
+        """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, coloured like
+        the skin above the edit and toned like the photo when it is monochrome. `inside` (N, 256,
+        256) marks crop pixels that come from the photo, not from its mirrored surroundings
+        (`inside_photo`); it helps tell grey photos and keeps mirrored pixels out of the colour."""
         holes = np.stack([edit.hole for edit in edits])
         painted = self._batched(
             lambda c, h: run_inpainter(self.model.inpainter, c, h, self.device, self.config.mirror_inpaint),
@@ -162,6 +163,8 @@ class UnmaskPipeline:
         photo = holes < 0.5
         if inside is not None:
             photo &= inside > 0.5
+        if self.config.blend.max_colour_shift > 0:
+            painted = match_skin_colour(crops, painted, edits, photo, self.config.blend.max_colour_shift)
         return match_monochrome(crops, painted, photo)
 
     def unmask_crops(
