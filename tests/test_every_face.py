@@ -1,0 +1,65 @@
+"""The shipped model on one small real example of each failure class that real photos showed: a dark
+mask, a face turned to the side, a bare face beside masked ones. (Small faces of a group photo:
+tests/test_faces.py.) A remnant is measured as the share of the lower face that still has the mask's
+colour; the thresholds sit well clear of what the model measured (README, "Results")."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qmask.pipeline import FaceResult, UnmaskPipeline
+from tests.conftest import LFW, REAL_MASKED, load_rgb
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    with UnmaskPipeline() as p:
+        yield p
+
+
+def lower_face(rgb: np.ndarray, face: FaceResult) -> np.ndarray:
+    """The lower half of the face's box, where the mask was."""
+    x0, y0, x1, y1 = (round(v) for v in face.box)
+    return rgb[(y0 + y1) // 2 : y1, x0:x1].astype(np.int32)
+
+
+def dark_share(pixels: np.ndarray) -> float:
+    return float((pixels.max(-1) < 60).mean())
+
+
+def pale_share(pixels: np.ndarray) -> float:
+    """Unsaturated and light: white or cream cloth (skin has more colour than this)."""
+    brightest, darkest = pixels.max(-1), pixels.min(-1)
+    return float((((brightest - darkest) < 0.12 * np.maximum(brightest, 1)) & (brightest > 150)).mean())
+
+
+@pytest.mark.parametrize(
+    ("name", "remnant", "before_at_least", "after_at_most"),
+    [
+        ("1061.png", dark_share, 0.4, 0.1),  # black cloth mask, front view
+        ("1054.png", pale_share, 0.4, 0.25),  # cream cloth mask, face turned to the side
+    ],
+)
+def test_the_mask_of_a_hard_real_face_is_gone(pipeline, name, remnant, before_at_least, after_at_most):
+    photo = load_rgb(REAL_MASKED / name)
+    result = pipeline.unmask_array(photo)
+    (face,) = result.faces
+    assert face.edited
+    before, after = remnant(lower_face(photo, face)), remnant(lower_face(result.image, face))
+    assert before >= before_at_least  # the measure sees the mask
+    assert after <= after_at_most, f"{after:.3f} of the lower face still looks like the mask"
+
+
+def test_a_bare_face_beside_masked_ones_is_left_alone_and_untouched(pipeline):
+    paths = (REAL_MASKED / "1003.png", sorted(LFW.iterdir())[0], REAL_MASKED / "1008.png")
+    tiles = [np.asarray(Image.fromarray(load_rgb(p)).resize((240, 240))) for p in paths]
+    photo = np.concatenate(tiles, axis=1)
+    result = pipeline.unmask_array(photo)
+    faces = sorted(result.faces, key=lambda f: f.box[0])
+    assert [f.edited for f in faces] == [True, False, True]
+    assert faces[1].reason == "no_mask"
+    # Each edit stays on its own face: the bare face's box is byte-identical.
+    x0, y0, x1, y1 = (round(v) for v in faces[1].box)
+    assert np.array_equal(result.image[y0:y1, x0:x1], photo[y0:y1, x0:x1])
