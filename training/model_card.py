@@ -143,8 +143,9 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         "  full weight and feathered over 4 px; a face is edited only when the region covers 8% of the crop.",
         f"- Stage 2, `Inpainter` ({parameters['inpainter']:.2f}M parameters), the Pix2Pix generator: the",
         "  crop with the hole erased plus the hole as a channel in, the whole face out, kept inside the",
-        "  hole only. It never sees a pixel of the mask. No blur afterwards; grey and toned photos get",
-        "  the photo's tone.",
+        "  hole only, averaged with the mirrored crop's. It never sees a pixel of the mask. No blur",
+        "  afterwards; the face's colour is moved toward the skin above the edit (Lab chroma, at most",
+        "  10 units), and grey and toned photos get the photo's tone.",
         "",
     ]
     lines += training_section(meta)
