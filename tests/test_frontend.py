@@ -312,7 +312,10 @@ def test_browser_end_to_end(running_page, api_url, tmp_path, width, height, shot
             assert edge.evaluate("e => e.style.left") == "100%"
             hold.dispatch_event("pointerup")
             assert edge.evaluate("e => e.style.left") == "20%"
-            tab.wait_for_load_state("networkidle")
+            # Before the screenshot: the script run is over and every picture is decoded. ("networkidle"
+            # is not a signal here: the page's websocket and status probes keep the network busy.)
+            expect(tab.locator("[data-testid=stStatusWidget]")).to_have_count(0, timeout=30_000)
+            tab.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=30_000)
             shot.parent.mkdir(parents=True, exist_ok=True)
             tab.screenshot(path=str(shot), full_page=True)
         finally:
