@@ -299,7 +299,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True, help="YAML file with TrainConfig fields")
     parser.add_argument(
         "--set",
-        nargs="*",
+        nargs="+",
+        action="extend",  # `--set a=1 --set b=2` keeps both (the last alone would win otherwise)
         default=[],
         metavar="KEY=VALUE",
         help="override top-level fields, e.g. --set steps=20 out_dir=runs/smoke",
