@@ -9,6 +9,7 @@ When the landmarker gives up, the detector's own eye keypoints are used instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -72,6 +73,19 @@ def _containment(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return ix * iy / smaller if smaller > 0 else 0.0
 
 
+def _at_most(rgb: np.ndarray, max_side: int, run: Callable[[np.ndarray], list[Face]]) -> list[Face]:
+    """`run` on a copy of the photo downscaled to at most `max_side`, its faces in the photo's coordinates."""
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale == 1:
+        return run(rgb)
+    faces = run(cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA))
+    for face in faces:
+        face.box = tuple(v / scale for v in face.box)
+        face.eyes = face.eyes / scale
+    return faces
+
+
 class FaceDetector:
     """Finds faces in RGB uint8 images. Not thread-safe: one per worker."""
 
@@ -113,18 +127,13 @@ class FaceDetector:
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """All faces in the image, largest first."""
         h, w = rgb.shape[:2]
-        scale = min(1.0, self.config.detect_max_side / max(h, w))
-        small = (
-            cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-            if scale < 1
-            else rgb
+        found = _at_most(
+            rgb,
+            self.config.detect_max_side,
+            lambda small: self._run_blazeface(small) + self._run_yunet(small),
         )
-        found = self._run_blazeface(small) + self._run_yunet(small)
-        for face in found:
-            face.box = tuple(v / scale for v in face.box)
-            face.eyes = face.eyes / scale
-        if scale < 1 and self.config.small_faces_max_side:
-            found += self._run_yunet_larger(rgb)
+        if max(h, w) > self.config.detect_max_side and self.config.small_faces_max_side:
+            found += _at_most(rgb, self.config.small_faces_max_side, self._run_yunet)
         faces = [f for f in self._merge(found) if f.size >= self.config.min_face_size]
         if self.config.refine_with_mesh:
             for face in faces:
@@ -189,17 +198,6 @@ class FaceDetector:
             x, y, bw, bh = (float(v) for v in r[:4])
             eyes = np.array([[r[4], r[5]], [r[6], r[7]]], dtype=np.float64)
             faces.append(Face(box=(x, y, x + bw, y + bh), score=float(r[14]), eyes=eyes))
-        return faces
-
-    def _run_yunet_larger(self, rgb: np.ndarray) -> list[Face]:
-        """YuNet on a copy of a large photo at up to `small_faces_max_side`, in the photo's coordinates."""
-        h, w = rgb.shape[:2]
-        scale = min(1.0, self.config.small_faces_max_side / max(h, w))
-        copy = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        faces = self._run_yunet(copy)
-        for face in faces:
-            face.box = tuple(v / scale for v in face.box)
-            face.eyes = face.eyes / scale
         return faces
 
     def _merge(self, faces: list[Face]) -> list[Face]:
