@@ -107,7 +107,11 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
     if cfg.stage == "segmenter":
         templates = Path(cfg.data.templates_dir) if cfg.data.templates_dir else None
         renderer = MaskRenderer(
-            templates, split="train", print_faces=lambda rng: pack.image(rng.integers(len(pack)))
+            templates,
+            split="train",
+            style_weights=cfg.data.mask_styles,
+            template_share=cfg.data.template_share,
+            print_faces=lambda rng: pack.image(rng.integers(len(pack))),
         )
         return MaskedFaceDataset(pack, renderer, cfg.data, seed=cfg.seed)
     return HoleDataset(pack, cfg.data, seed=cfg.seed)
