@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from qmask.align import CROP_SIZE, eyes_to_crop, inside_photo, mesh_eyes, warp_to_crop
+from qmask.align import CROP_SIZE, eyes_to_crop, inside_photo, invert, mesh_eyes, warp_to_crop
 from training.holes import HoleConfig, mask_shaped_hole
 from training.masks import DRAWN_WEIGHTS, TEMPLATE_SHARE, MaskRenderer, RenderedMask
 from training.pack import FacePack
@@ -39,9 +40,11 @@ class DataConfig:
     # weights) and the share of the mask templates, written into each run's config.yaml.
     mask_styles: dict[str, float] = field(default_factory=lambda: dict(DRAWN_WEIGHTS))
     template_share: float = TEMPLATE_SHARE
-    # Segmenter: beyond the photo's edges, show another training photo or a plain colour, never
-    # part of the mask: UTKFace crops end at the chin, and mirrored there a dark mask looked like
-    # it went on into the neck, so dark collars below a chin were taken for mask.
+    # Segmenter: beyond the photo's edges, show another training photo or a plain colour, and draw
+    # the mask over it too. UTKFace crops end just under the chin: mirrored there, a dark mask
+    # looked like it went on into the neck (dark collars were taken for mask), and with the mask
+    # clipped at the photo's edge the segmenter learnt that a mask ends there, so on real photos it
+    # missed every rim under the chin and every side out towards the ears.
     foreign_surroundings: bool = True
     holes: HoleConfig = field(default_factory=HoleConfig)
 
@@ -123,20 +126,45 @@ class MaskedFaceDataset(_PackDataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self._rng(index)
         rgb, mesh = self.pack.image(index), self.pack.mesh(index)
-        if self.augment and rng.random() < self.config.unmasked:
+        bare = self.augment and rng.random() < self.config.unmasked
+        matrix = self._matrix(mesh, rng)
+        inside = inside_photo(rgb.shape, matrix)
+        if self.augment and self.config.foreign_surroundings:
+            rgb, mesh, matrix = self._on_canvas(rgb, mesh, matrix, self._surroundings(rng))
+        if bare:
             drawn = RenderedMask(image=rgb, alpha=np.zeros(rgb.shape[:2], np.float32), kind="none")
         else:
             drawn = self.renderer.render(rgb, mesh, rng)
-        matrix = self._matrix(mesh, rng)
         masked = warp_to_crop(drawn.image, matrix)
         alpha = warp_to_crop(drawn.alpha, matrix)
-        inside = inside_photo(rgb.shape, matrix)
-        if self.augment and self.config.foreign_surroundings:
-            weight = inside[..., None]
-            masked = np.rint(weight * masked + (1 - weight) * self._surroundings(rng)).astype(np.uint8)
-            alpha = alpha * inside
         (image,), (alpha_t, inside_t) = self._finish(rng, [masked], [alpha, inside])
         return {"image": image, "alpha": alpha_t, "inside": inside_t}
+
+    @staticmethod
+    def _on_canvas(
+        rgb: np.ndarray, mesh: np.ndarray, matrix: np.ndarray, surroundings: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The photo on a canvas that covers the whole crop, `surroundings` (a crop-sized picture)
+        around it, with the mesh and the crop's matrix moved to the canvas: a mask drawn there goes
+        on past the photo's edges as real masks go on past the chin."""
+        corners = np.array([[0, 0], [CROP_SIZE, 0], [0, CROP_SIZE], [CROP_SIZE, CROP_SIZE]], np.float64)
+        footprint = corners @ invert(matrix)[:, :2].T + invert(matrix)[:, 2]
+        h, w = rgb.shape[:2]
+        x0, y0 = np.floor(np.minimum(footprint.min(axis=0), 0)).astype(int)
+        x1, y1 = np.ceil(np.maximum(footprint.max(axis=0), (w, h))).astype(int)
+        moved = matrix.copy()
+        moved[:, 2] += matrix[:, :2] @ np.array([x0, y0], np.float64)
+        canvas = cv2.warpAffine(
+            surroundings.astype(np.uint8),
+            invert(moved),
+            (x1 - x0, y1 - y0),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REFLECT_101,
+        )
+        canvas[-y0 : h - y0, -x0 : w - x0] = rgb
+        shifted = mesh.copy()
+        shifted[:, :2] -= (x0, y0)
+        return canvas, shifted, moved
 
     def _surroundings(self, rng: np.random.Generator) -> np.ndarray:
         """A 256x256 stand-in for what lies around the photo: a plain (often dark) colour with a
