@@ -141,6 +141,11 @@ def test_export_joins_both_stages_into_a_model_the_pipeline_loads(tmp_path, tiny
     assert model.meta["version"] == "9.1"
     assert set(model.meta["stages"]) == {"segmenter", "inpainter"}
     assert model.meta["stages"]["segmenter"]["config"]["stage"] == "segmenter"
+    # A new segmenter beside the inpainter of a model file (a shipped one): that stage's record.
+    export(segmenter, tmp_path / "model.pt", "9.2", tmp_path / "next.pt")
+    stages = load_model(tmp_path / "next.pt").meta["stages"]
+    assert stages["inpainter"] == model.meta["stages"]["inpainter"]
+    assert stages["inpainter"]["config"]["stage"] == "inpainter"
 
 
 def test_segmenter_pairs_flag_the_photo_draw_the_mask_past_its_edges_and_can_be_grey(tiny_pack):

@@ -4,9 +4,10 @@
         --inpainter runs/cpu_inpainter/inpainter.pt --version 2.0 -o runs/model-2.0.pt
     python -m training.export --segmenter runs/cpu_segmenter --inpainter runs/cpu_inpainter ...
 
-A stage is a file a run exported, or a run folder: then its last checkpoint, to measure a run
-that is still going. The file keeps each stage's training record (config, commit, steps, minutes,
-device) under `meta["stages"]`, so a shipped model says what it was trained on and from which code.
+A stage is a file a run exported, a model file (its stage, e.g. the shipped inpainter beside a
+new segmenter), or a run folder: then its last checkpoint, to measure a run that is still going.
+The file keeps each stage's training record (config, commit, steps, minutes, device) under
+`meta["stages"]`, so a shipped model says what it was trained on and from which code.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def read_stage(path: Path, stage: str) -> tuple[torch.nn.Module, dict]:
     found, meta = read_networks(path)
     if stage not in found:
         raise SystemExit(f"{path} has no {stage} stage")
-    return build_network(stage, *found[stage]), meta.get("training", meta)
+    # A shipped model file keeps each stage's record under "stages"; a run's export has its own.
+    record = meta["stages"][stage] if "stages" in meta else meta.get("training", meta)
+    return build_network(stage, *found[stage]), record
 
 
 def export(segmenter: Path, inpainter: Path, version: str, out: Path) -> None:
