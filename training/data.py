@@ -17,7 +17,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from qmask.align import CROP_SIZE, eyes_to_crop, inside_photo, invert, mesh_eyes, warp_to_crop
+from qmask.align import (
+    CROP_SIZE,
+    eyes_to_crop,
+    inside_photo,
+    invert,
+    mesh_eyes,
+    transform_points,
+    warp_to_crop,
+)
 from training.holes import HoleConfig, mask_shaped_hole
 from training.masks import DRAWN_WEIGHTS, TEMPLATE_SHARE, MaskRenderer, RenderedMask
 from training.pack import FacePack
@@ -148,7 +156,7 @@ class MaskedFaceDataset(_PackDataset):
         around it, with the mesh and the crop's matrix moved to the canvas: a mask drawn there goes
         on past the photo's edges as real masks go on past the chin."""
         corners = np.array([[0, 0], [CROP_SIZE, 0], [0, CROP_SIZE], [CROP_SIZE, CROP_SIZE]], np.float64)
-        footprint = corners @ invert(matrix)[:, :2].T + invert(matrix)[:, 2]
+        footprint = transform_points(corners, invert(matrix))
         h, w = rgb.shape[:2]
         x0, y0 = np.floor(np.minimum(footprint.min(axis=0), 0)).astype(int)
         x1, y1 = np.ceil(np.maximum(footprint.max(axis=0), (w, h))).astype(int)
