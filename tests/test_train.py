@@ -13,8 +13,10 @@ import pytest
 import torch
 import yaml
 
+from qmask.align import eyes_to_crop, mesh_eyes, warp_to_crop
 from qmask.model import load_model, read_networks
 from tests.conftest import REPO, TINY_SEGMENTER, UTKFACE
+from training.data import to_tensor
 from training.export import export
 from training.landmarks import compute_landmarks, list_images
 from training.pack import FacePack, build_pack
@@ -165,6 +167,32 @@ def test_segmenter_pairs_flag_the_photo_draw_the_mask_past_its_edges_and_can_be_
     assert torch.equal(grey[0], grey[1]) and torch.equal(grey[1], grey[2])
     bare = build_dataset(replace(cfg, data=replace(cfg.data, unmasked=1.0)))[0]
     assert bare["alpha"].max() == 0
+
+
+def test_bare_segmenter_pairs_can_look_as_inference_crops_and_any_pair_can_be_small(tiny_pack):
+    cfg = tiny_config(Path("unused"), tiny_pack, "segmenter")
+    steady = replace(
+        cfg.data, jitter_shift=0.0, jitter_scale=0.0, jitter_rotate_deg=0.0, flip=False, grayscale=0.0,
+        low_resolution=0.0,
+    )  # fmt: skip
+    # A bare face mirrored beyond the photo's edges, exactly the crop the pipeline makes of it.
+    mirrored = replace(steady, unmasked=1.0, unmasked_mirrored=1.0)
+    dataset = build_dataset(replace(cfg, data=mirrored))
+    pack = FacePack.load(tiny_pack)
+    for index in range(3):
+        crop = warp_to_crop(pack.image(index), eyes_to_crop(mesh_eyes(pack.mesh(index))))
+        assert torch.equal(dataset[index]["image"], to_tensor(crop))
+        assert dataset[index]["alpha"].max() == 0
+    # The same pairs seen small: little detail left, the mask's truth untouched.
+    sharp = build_dataset(replace(cfg, data=steady))
+    small = build_dataset(replace(cfg, data=replace(steady, low_resolution=1.0, low_resolution_px=(32, 32))))
+
+    def detail(image: torch.Tensor) -> float:
+        return float((image[:, 1:] - image[:, :-1]).abs().mean())
+
+    for index in range(3):
+        assert detail(small[index]["image"]) < 0.6 * detail(sharp[index]["image"])
+        assert torch.equal(small[index]["alpha"], sharp[index]["alpha"])
 
 
 def test_inpainter_pairs_are_bare_faces_with_a_hole_over_nose_mouth_and_chin(tiny_pack):

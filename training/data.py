@@ -42,8 +42,16 @@ class DataConfig:
     flip: bool = True
     # Share of pairs turned black-and-white, so grey photos get grey faces.
     grayscale: float = 0.08
-    # Segmenter: share of faces with no mask at all (empty region), so bare faces are left alone.
-    unmasked: float = 0.1
+    # Segmenter: share of faces with no mask at all (empty region), so bare faces are left alone,
+    # and the share of those shown as inference shows a photo, mirrored beyond its edges (a face
+    # cut by the photo's edge, mirrored, was taken for masked).
+    unmasked: float = 0.2
+    unmasked_mirrored: float = 0.5
+    # Segmenter: share of pairs seen at a low resolution, the crop's side shrunk to between these
+    # many pixels and enlarged again: small faces in the background of a photo reach the segmenter
+    # enlarged from a few tens of pixels, and blurred bare faces were taken for masked.
+    low_resolution: float = 0.25
+    low_resolution_px: tuple[int, int] = (32, 128)
     # Segmenter: the mix of drawn mask styles (training/masks/styles.yaml has them and their default
     # weights) and the share of the mask templates, written into each run's config.yaml.
     mask_styles: dict[str, float] = field(default_factory=lambda: dict(DRAWN_WEIGHTS))
@@ -137,7 +145,8 @@ class MaskedFaceDataset(_PackDataset):
         bare = self.augment and rng.random() < self.config.unmasked
         matrix = self._matrix(mesh, rng)
         inside = inside_photo(rgb.shape, matrix)
-        if self.augment and self.config.foreign_surroundings:
+        mirrored = bare and rng.random() < self.config.unmasked_mirrored
+        if self.augment and self.config.foreign_surroundings and not mirrored:
             rgb, mesh, matrix = self._on_canvas(rgb, mesh, matrix, self._surroundings(rng))
         if bare:
             drawn = RenderedMask(image=rgb, alpha=np.zeros(rgb.shape[:2], np.float32), kind="none")
@@ -145,6 +154,8 @@ class MaskedFaceDataset(_PackDataset):
             drawn = self.renderer.render(rgb, mesh, rng)
         masked = warp_to_crop(drawn.image, matrix)
         alpha = warp_to_crop(drawn.alpha, matrix)
+        if self.augment and rng.random() < self.config.low_resolution:
+            masked = self._low_resolution(masked, rng)
         (image,), (alpha_t, inside_t) = self._finish(rng, [masked], [alpha, inside])
         return {"image": image, "alpha": alpha_t, "inside": inside_t}
 
@@ -173,6 +184,12 @@ class MaskedFaceDataset(_PackDataset):
         shifted = mesh.copy()
         shifted[:, :2] -= (x0, y0)
         return canvas, shifted, moved
+
+    def _low_resolution(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The crop as a face of a few tens of pixels looks once aligned: shrunk, then enlarged."""
+        side = int(rng.integers(*self.config.low_resolution_px, endpoint=True))
+        small = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_LINEAR)
 
     def _surroundings(self, rng: np.random.Generator) -> np.ndarray:
         """A 256x256 stand-in for what lies around the photo: a plain (often dark) colour with a
