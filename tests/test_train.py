@@ -169,7 +169,7 @@ def test_segmenter_pairs_flag_the_photo_draw_the_mask_past_its_edges_and_can_be_
     assert bare["alpha"].max() == 0
 
 
-def test_bare_segmenter_pairs_can_look_as_inference_crops_and_any_pair_can_be_small(tiny_pack):
+def test_segmenter_negatives_bare_faces_as_inference_crops_them_small_faces_and_no_faces(tiny_pack):
     cfg = tiny_config(Path("unused"), tiny_pack, "segmenter")
     steady = replace(
         cfg.data, jitter_shift=0.0, jitter_scale=0.0, jitter_rotate_deg=0.0, flip=False, grayscale=0.0,
@@ -193,6 +193,11 @@ def test_bare_segmenter_pairs_can_look_as_inference_crops_and_any_pair_can_be_sm
     for index in range(3):
         assert detail(small[index]["image"]) < 0.6 * detail(sharp[index]["image"])
         assert torch.equal(small[index]["alpha"], sharp[index]["alpha"])
+    # No face at all (as the detector's rare false faces are): an empty region.
+    not_a_face = build_dataset(replace(cfg, data=replace(steady, not_a_face=1.0)))
+    for index in range(3):
+        item = not_a_face[index]
+        assert item["alpha"].max() == 0 and not torch.equal(item["image"], sharp[index]["image"])
 
 
 def test_inpainter_pairs_are_bare_faces_with_a_hole_over_nose_mouth_and_chin(tiny_pack):

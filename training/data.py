@@ -52,6 +52,10 @@ class DataConfig:
     # enlarged from a few tens of pixels, and blurred bare faces were taken for masked.
     low_resolution: float = 0.25
     low_resolution_px: tuple[int, int] = (32, 128)
+    # Segmenter: share of pairs that are no face at all, with an empty region: a blurred window of
+    # another photo or a plain colour, as the detector's rare false faces (a patch of skin, a dark
+    # background, enlarged from a few pixels) reach the segmenter, which took them for masked.
+    not_a_face: float = 0.0
     # Segmenter: the mix of drawn mask styles (training/masks/styles.yaml has them and their default
     # weights) and the share of the mask templates, written into each run's config.yaml.
     mask_styles: dict[str, float] = field(default_factory=lambda: dict(DRAWN_WEIGHTS))
@@ -141,6 +145,8 @@ class MaskedFaceDataset(_PackDataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self._rng(index)
+        if self.augment and rng.random() < self.config.not_a_face:
+            return self._not_a_face(rng)
         rgb, mesh = self.pack.image(index), self.pack.mesh(index)
         bare = self.augment and rng.random() < self.config.unmasked
         matrix = self._matrix(mesh, rng)
@@ -184,6 +190,17 @@ class MaskedFaceDataset(_PackDataset):
         shifted = mesh.copy()
         shifted[:, :2] -= (x0, y0)
         return canvas, shifted, moved
+
+    def _not_a_face(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """A window of 10-50% of the surroundings' side, enlarged to the whole crop, and no mask."""
+        side = rng.uniform(0.1, 0.5) * CROP_SIZE
+        x, y = rng.uniform(0, CROP_SIZE - side, 2)
+        scale = CROP_SIZE / side
+        zoom = np.array([[scale, 0, -x * scale], [0, scale, -y * scale]])
+        crop = warp_to_crop(np.clip(self._surroundings(rng), 0, 255).astype(np.uint8), zoom)
+        empty = np.zeros((CROP_SIZE, CROP_SIZE), np.float32)
+        (image,), (alpha, inside) = self._finish(rng, [crop], [empty, empty + 1])
+        return {"image": image, "alpha": alpha, "inside": inside}
 
     def _low_resolution(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The crop as a face of a few tens of pixels looks once aligned: shrunk, then enlarged."""
