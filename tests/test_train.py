@@ -176,7 +176,7 @@ def test_segmenter_negatives_bare_faces_as_inference_crops_them_small_faces_and_
         low_resolution=0.0,
     )  # fmt: skip
     # A bare face mirrored beyond the photo's edges, exactly the crop the pipeline makes of it.
-    mirrored = replace(steady, unmasked=1.0, unmasked_mirrored=1.0)
+    mirrored = replace(steady, unmasked=1.0, mirrored=1.0)
     dataset = build_dataset(replace(cfg, data=mirrored))
     pack = FacePack.load(tiny_pack)
     for index in range(3):

@@ -42,11 +42,13 @@ class DataConfig:
     flip: bool = True
     # Share of pairs turned black-and-white, so grey photos get grey faces.
     grayscale: float = 0.08
-    # Segmenter: share of faces with no mask at all (empty region), so bare faces are left alone,
-    # and the share of those shown as inference shows a photo, mirrored beyond its edges (a face
-    # cut by the photo's edge, mirrored, was taken for masked).
+    # Segmenter: share of faces with no mask at all (empty region), so bare faces are left alone.
     unmasked: float = 0.2
-    unmasked_mirrored: float = 0.5
+    # Segmenter: share of pairs, masked or bare alike, shown as inference shows a photo: mirrored
+    # beyond its edges, not on a canvas (faces cut by the photo's edge, mirrored, were taken for
+    # masked). Given to bare faces only, it taught that a mirrored crop is bare, and tightly framed
+    # masked photos were left alone.
+    mirrored: float = 0.25
     # Segmenter: share of pairs seen at a low resolution, the crop's side shrunk to between these
     # many pixels and enlarged again: small faces in the background of a photo reach the segmenter
     # enlarged from a few tens of pixels, and blurred bare faces were taken for masked.
@@ -151,7 +153,7 @@ class MaskedFaceDataset(_PackDataset):
         bare = self.augment and rng.random() < self.config.unmasked
         matrix = self._matrix(mesh, rng)
         inside = inside_photo(rgb.shape, matrix)
-        mirrored = bare and rng.random() < self.config.unmasked_mirrored
+        mirrored = rng.random() < self.config.mirrored
         if self.augment and self.config.foreign_surroundings and not mirrored:
             rgb, mesh, matrix = self._on_canvas(rgb, mesh, matrix, self._surroundings(rng))
         if bare:
