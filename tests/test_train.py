@@ -73,10 +73,12 @@ def test_a_few_steps_lower_the_inpainters_loss(tmp_path, tiny_pack):
 
 def test_a_few_steps_lower_the_segmenters_loss(tmp_path, tiny_pack):
     out = tmp_path / "seg"
-    cfg = tiny_config(out, tiny_pack, "segmenter", steps=20, limit=2, batch_size=2, lr=0.005, sample_every=20)
-    train(cfg)
+    cfg = tiny_config(out, tiny_pack, "segmenter", steps=30, limit=2, batch_size=2, lr=0.005, sample_every=20)
+    # Every pair a masked face at full resolution, on a canvas: with bare, small and mirrored pairs
+    # in the mix, a few steps on two faces are too few to show the loss going down.
+    train(replace(cfg, data=replace(cfg.data, unmasked=0.0, low_resolution=0.0, mirrored=0.0)))
     log = read_log(out)
-    # BCE: Dice is noisy over a few steps (a bare face has an empty region, so its Dice is all or nothing).
+    # BCE: Dice is noisy over a few steps.
     assert np.mean([r["bce"] for r in log[-5:]]) < np.mean([r["bce"] for r in log[:5]]) * 0.8, log
     assert (out / "segmenter.pt").is_file() and (out / "samples" / "step_000020.png").is_file()
     # The run records the mix of mask styles it saw.
