@@ -74,9 +74,10 @@ def test_a_few_steps_lower_the_inpainters_loss(tmp_path, tiny_pack):
 def test_a_few_steps_lower_the_segmenters_loss(tmp_path, tiny_pack):
     out = tmp_path / "seg"
     cfg = tiny_config(out, tiny_pack, "segmenter", steps=30, limit=2, batch_size=2, lr=0.005, sample_every=20)
-    # Every pair a masked face at full resolution, on a canvas: with bare, small and mirrored pairs
-    # in the mix, a few steps on two faces are too few to show the loss going down.
-    train(replace(cfg, data=replace(cfg.data, unmasked=0.0, low_resolution=0.0, mirrored=0.0)))
+    # Every pair a masked face at full resolution, on a canvas: with bare, small, mirrored and
+    # no-face pairs in the mix, a few steps on two faces are too few to show the loss going down.
+    only_masked = replace(cfg.data, unmasked=0.0, low_resolution=0.0, mirrored=0.0, not_a_face=0.0)
+    train(replace(cfg, data=only_masked))
     log = read_log(out)
     # BCE: Dice is noisy over a few steps.
     assert np.mean([r["bce"] for r in log[-5:]]) < np.mean([r["bce"] for r in log[:5]]) * 0.8, log
@@ -155,7 +156,7 @@ def test_export_joins_both_stages_into_a_model_the_pipeline_loads(tmp_path, tiny
 def test_segmenter_pairs_flag_the_photo_draw_the_mask_past_its_edges_and_can_be_grey(tiny_pack):
     cfg = tiny_config(Path("unused"), tiny_pack, "segmenter")
     # Scarves reach well under the chin: every one shows past the photo's bottom edge.
-    scarves = replace(cfg.data, mask_styles={"scarf": 1.0}, template_share=0.0, unmasked=0.0)
+    scarves = replace(cfg.data, mask_styles={"scarf": 1.0}, template_share=0.0, unmasked=0.0, not_a_face=0.0)
     dataset = build_dataset(replace(cfg, data=scarves))
     items = [dataset[i] for i in range(4)]
     inside = items[0]["inside"][0]
@@ -175,7 +176,7 @@ def test_segmenter_negatives_bare_faces_as_inference_crops_them_small_faces_and_
     cfg = tiny_config(Path("unused"), tiny_pack, "segmenter")
     steady = replace(
         cfg.data, jitter_shift=0.0, jitter_scale=0.0, jitter_rotate_deg=0.0, flip=False, grayscale=0.0,
-        low_resolution=0.0,
+        low_resolution=0.0, not_a_face=0.0,
     )  # fmt: skip
     # A bare face mirrored beyond the photo's edges, exactly the crop the pipeline makes of it.
     mirrored = replace(steady, unmasked=1.0, mirrored=1.0)

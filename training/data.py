@@ -57,7 +57,7 @@ class DataConfig:
     # Segmenter: share of pairs that are no face at all, with an empty region: a blurred window of
     # another photo or a plain colour, as the detector's rare false faces (a patch of skin, a dark
     # background, enlarged from a few pixels) reach the segmenter, which took them for masked.
-    not_a_face: float = 0.0
+    not_a_face: float = 0.05
     # Segmenter: the mix of drawn mask styles (training/masks/styles.yaml has them and their default
     # weights) and the share of the mask templates, written into each run's config.yaml.
     mask_styles: dict[str, float] = field(default_factory=lambda: dict(DRAWN_WEIGHTS))
@@ -199,9 +199,9 @@ class MaskedFaceDataset(_PackDataset):
         x, y = rng.uniform(0, CROP_SIZE - side, 2)
         scale = CROP_SIZE / side
         zoom = np.array([[scale, 0, -x * scale], [0, scale, -y * scale]])
-        crop = warp_to_crop(np.clip(self._surroundings(rng), 0, 255).astype(np.uint8), zoom)
+        crop = warp_to_crop(self._surroundings(rng).astype(np.uint8), zoom)
         empty = np.zeros((CROP_SIZE, CROP_SIZE), np.float32)
-        (image,), (alpha, inside) = self._finish(rng, [crop], [empty, empty + 1])
+        (image,), (alpha, inside) = self._finish(rng, [crop], [empty, np.ones_like(empty)])
         return {"image": image, "alpha": alpha, "inside": inside}
 
     def _low_resolution(self, crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
