@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -129,6 +130,25 @@ def test_init_from_starts_with_the_shipped_weights(tmp_path, tiny_pack, capsys):
     assert convs and all(torch.equal(before[k], after[k]) for k in convs)
 
 
+def test_discriminator_warmup_trains_the_discriminator_alone_first(tmp_path, tiny_pack):
+    shipped = train(tiny_config(tmp_path / "first", tiny_pack, steps=1))
+    out = tmp_path / "fine"
+    fine = {"lr": 0.01, "init_from": str(shipped), "discriminator_warmup": 2}
+    warm = train(tiny_config(out, tiny_pack, steps=2, **fine))
+    before, after = read_networks(shipped)[0]["inpainter"][1], read_networks(warm)[0]["inpainter"][1]
+    convs = [k for k in before if k.endswith(".weight") and before[k].ndim == 4]
+    assert convs and all(torch.equal(before[k], after[k]) for k in convs)
+    discriminator = torch.load(out / "checkpoint.pt", weights_only=True)["optimizers"]["discriminator"]
+    assert discriminator["state"], "the discriminator took no step"
+    # Resumed past the warm-up, the generator learns again.
+    train(tiny_config(out, tiny_pack, steps=3, **fine))
+    log = read_log(out)
+    assert [set(r) >= {"l1", "gan"} for r in log] == [False, False, True], log
+    assert all("loss_d" in r for r in log)
+    with pytest.raises(ValueError, match="discriminator_warmup"):
+        train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1, discriminator_warmup=1))
+
+
 def test_init_from_refuses_weights_of_another_shape_or_stage(tmp_path, tiny_pack):
     shipped = train(tiny_config(tmp_path / "first", tiny_pack, steps=1))
     wider = dict(TINY_SEGMENTER, in_channels=4, out_channels=3, base_channels=4)
@@ -211,6 +231,7 @@ def test_inpainter_pairs_are_bare_faces_with_a_hole_over_nose_mouth_and_chin(tin
         assert hole[140:165, 110:146].mean() > 0.9  # the mouth is always in the hole
         assert hole[:80].max() == 0  # the eyes never are
         assert 0.08 < hole.mean() < 0.5
+        assert cv2.connectedComponents(hole.astype(np.uint8))[0] == 2  # one piece, as the pipeline's
 
 
 def test_the_gpu_script_trains_and_exports_on_the_cpu_too(tmp_path, tiny_pack):

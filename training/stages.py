@@ -148,7 +148,16 @@ class InpainterStep:
         self.perceptual.to(device)
         return self
 
-    def __call__(self, batch: dict[str, torch.Tensor], models: dict[str, nn.Module], optimizers, autocast):
+    def __call__(
+        self,
+        batch: dict[str, torch.Tensor],
+        models: dict[str, nn.Module],
+        optimizers,
+        autocast,
+        generator_frozen: bool = False,
+    ):
+        """One discriminator step, then one generator step unless `generator_frozen` (a fine-tune's
+        first steps, while a fresh discriminator learns what the generator's faces look like)."""
         image, hole, inside = batch["image"], batch["hole"], batch["inside"]
         hole = (hole > 0.5).float()
         condition = torch.cat([image * (1 - hole), hole], dim=1)
@@ -157,7 +166,8 @@ class InpainterStep:
         painted = hole * inside
         generator, discriminator = models["inpainter"], models["discriminator"]
         with autocast:
-            face = generator(image, hole).float()
+            with torch.set_grad_enabled(not generator_frozen):
+                face = generator(image, hole).float()
             composite = image + painted * (face - image)
             d_real = discriminator(condition, image)
             d_fake = discriminator(condition, composite.detach())
@@ -165,6 +175,9 @@ class InpainterStep:
         optimizers["discriminator"].zero_grad(set_to_none=True)
         loss_d.backward()
         optimizers["discriminator"].step()
+        self.last = {"condition": condition.detach(), "composite": composite.detach(), "image": image}
+        if generator_frozen:
+            return {"loss": loss_d.item(), "loss_d": loss_d.item()}
 
         with autocast:
             d_fake = discriminator(condition, composite)
@@ -187,7 +200,6 @@ class InpainterStep:
         optimizers["inpainter"].zero_grad(set_to_none=True)
         loss_g.backward()
         optimizers["inpainter"].step()
-        self.last = {"condition": condition.detach(), "composite": composite.detach(), "image": image}
         return {
             "loss": loss_g.item(),
             "l1": l1.item(),

@@ -62,6 +62,9 @@ class TrainConfig:
     # A model file (a shipped model or a stage's export) whose weights for this stage to start
     # from instead of random ones; same network config. Ignored when the run resumes.
     init_from: str | None = None
+    # Inpainter: for this many steps only the discriminator learns. A fine-tune (init_from) starts
+    # with a fresh discriminator, whose first verdicts are noise; the generator should not chase them.
+    discriminator_warmup: int = 0
     network: UNetConfig | None = None  # None: the stage's default (qmask.model)
     # Inpainter: VGG16's convs as an .npz (python -m training.perceptual) instead of the asset file,
     # for machines that cannot take the whole file along (a lent GPU machine).
@@ -119,6 +122,8 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
 
 def build_step(cfg: TrainConfig) -> SegmenterStep | InpainterStep:
     if cfg.stage == "segmenter":
+        if cfg.discriminator_warmup:
+            raise ValueError("discriminator_warmup is for the inpainter: the segmenter has no discriminator")
         return SegmenterStep(cfg.network_config, cfg.loss)
     if cfg.stage == "inpainter":
         vgg = Path(cfg.perceptual_weights) if cfg.perceptual_weights else None
@@ -249,7 +254,8 @@ def train(cfg: TrainConfig) -> Path:
             for group in opt.param_groups:
                 group["lr"] = lr
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        metrics = step_fn(batch, models, optimizers, autocast)
+        frozen = {"generator_frozen": True} if step < cfg.discriminator_warmup else {}
+        metrics = step_fn(batch, models, optimizers, autocast, **frozen)
         step += 1
         seen += len(batch["image"]) * world
         bar.update(1)
