@@ -13,8 +13,8 @@ from training.evaluate import psnr
 from training.perceptual import LPIPS
 
 # Bench pair: (PSNR at least, LPIPS at most), over the whole photo as ../shared/bench/score.py scores it.
-# Model 2.1 measured 18.66 / 0.191, 27.06 / 0.098 and 25.57 / 0.108.
-FLOOR = {"0003": (17.7, 0.211), "0010": (26.0, 0.118), "0042": (24.5, 0.128)}
+# Model 2.2 measured 19.19 / 0.203, 28.88 / 0.092 and 24.74 / 0.109.
+FLOOR = {"0003": (18.2, 0.223), "0010": (27.9, 0.112), "0042": (23.7, 0.129)}
 
 
 @pytest.fixture(scope="module")
