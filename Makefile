@@ -82,7 +82,7 @@ gpu-pack: setup
 	$(BIN)/python -m training.pack $(DATA)/train/utkface cache/utkface.npz cache/gpu/pack.npz --max-mib $(GPU_PACK_MIB)
 	$(BIN)/python -m training.perceptual cache/gpu/vgg16_relu3.npz
 
-# Model 2.0 on this 2-core machine (2.1 fine-tunes its segmenter: README, "Training of model 2.1"):
+# Model 2.0 on this 2-core machine (2.1 fine-tunes its segmenter, 2.2 its inpainter: README, "Training of model 2.1" and "2.2"):
 # the segmenter and the inpainter side by side, one core each
 # (the inpainter starts from model 1.1's generator, see training/convert_v1.py), then joined.
 V1_COMMIT ?= 8b2cdeb
