@@ -25,6 +25,14 @@ from serve.archive import MODEL_NAME
 DEFAULT_URL = "http://127.0.0.1:8081"
 
 
+def _version_key(version: str) -> tuple:
+    """Sort key: 2.10 after 2.9; names that are not numbers after every numbered version."""
+    parts = version.split(".")
+    if all(part.isdigit() for part in parts):
+        return (0, tuple(int(part) for part in parts), version)
+    return (1, (), version)
+
+
 class ManagementError(RuntimeError):
     """The management API refused a call; the message is TorchServe's."""
 
@@ -50,9 +58,10 @@ class Management:
             raise ManagementError(f"{method} {path}: {exc.code} {message}") from exc
 
     def versions(self) -> list[dict]:
-        """One entry per registered version: version, default (bool), workers (statuses), batch size."""
+        """One entry per registered version, oldest version first (TorchServe's own order changes
+        with the versions' names): version, default (bool), workers (statuses), batch size."""
         default = self._call("GET", f"/models/{self.model}")[0]["modelVersion"]
-        return [
+        entries = [
             {
                 "version": v["modelVersion"],
                 "default": v["modelVersion"] == default,
@@ -62,6 +71,7 @@ class Management:
             }
             for v in self._call("GET", f"/models/{self.model}/all")
         ]
+        return sorted(entries, key=lambda entry: _version_key(entry["version"]))
 
     def register(self, archive: str, workers: int = 1) -> str:
         answer = self._call("POST", "/models", url=archive, initial_workers=workers, synchronous="true")

@@ -13,7 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
-from serve.manage import Management, ManagementError
+from serve.manage import Management, ManagementError, _version_key
 from serve.manage import main as manage_main
 from serve.server import CONFIG
 from tests.conftest import REAL_MASKED
@@ -100,6 +100,11 @@ def test_photos_are_not_written_to_disk_or_logged(server):
     assert server.predict(body + bytes(100), "text/plain").status_code == 415
     leaks = [p for p in server.state.rglob("*") if p.is_file() and marker in p.read_bytes()]
     assert leaks == []
+
+
+def test_versions_are_listed_oldest_first_whatever_torchserve_answers():
+    names = ["3.0", "2.10", "beta", "2.2", "2.9"]
+    assert sorted(names, key=_version_key) == ["2.2", "2.9", "2.10", "3.0", "beta"]
 
 
 def test_version_flow(server, capsys):
