@@ -1,8 +1,9 @@
 """Where the new face goes and how it meets the photo, in the canonical crop.
 
 From the segmenter's mask probabilities to an `Edit`: the solid mask region (holes filled, only
-pieces that reach the mouth area), whether the face is edited at all, the blend weight (the region
-grown at full weight, then feathered) and the hole the inpainter paints (where the weight is 1).
+pieces that reach the mouth area), whether the face is edited at all, the region widened to the
+face's outline from the mesh (a mask runs from cheek to cheek), the blend weight (the region grown
+at full weight, then feathered) and the hole the inpainter paints (where the weight is 1).
 Then the painted face's colour is matched to the skin above the edit, and toned like the photo
 when the photo is monochrome.
 """
@@ -14,13 +15,20 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from qmask.align import CROP_SIZE
+from qmask.align import CROP_SIZE, mesh_eyes
 
 # Between nose tip and mouth in the crop (x0, y0, x1, y1), with room for turned faces.
 MOUTH_AREA = (100, 130, 156, 170)
 # From the eyebrows down, between the outer eye corners and a little beyond (x0, y0, x1): where the
 # skin that the painted face must match shows above a mask.
 UPPER_FACE = (70, 60, 186)
+# MediaPipe face mesh points: the face's outline (forehead, temples, cheeks, jaw, chin) in order
+# around it, and the nose tip.
+FACE_OUTLINE = (
+    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
+)  # fmt: skip
+NOSE_TIP = 1
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,11 @@ class BlendConfig:
     # falls to 0 over `feather_px` so no seam shows.
     grow_px: float = 5.0
     feather_px: float = 4.0
+    # Where the face's mesh is known, every row of the region from this far down between the eyes
+    # (0) and the nose tip (1) is widened to the face's outline: a mask runs from cheek to cheek,
+    # and the segmenter most often misses its sides (edges by the ears, rims, dark or printed
+    # cloth), which were left as remnants. Above it the cheeks under the eyes stay (None: off).
+    widen_from: float | None = 0.5
     # The painted face's colour (Lab a, b) is moved toward the skin above the edit by at most this
     # much: the inpainter often paints a face greyer or greener than the person's (0: off).
     max_colour_shift: float = 10.0
@@ -42,10 +55,12 @@ class BlendConfig:
 class Edit:
     """What happens to one face crop."""
 
-    region: np.ndarray  # (H, W) uint8: the predicted mask, solid
+    region: np.ndarray  # (H, W) uint8: the predicted mask, solid (what the segmenter is scored on)
     fraction: float  # share of the crop in the region
     edited: bool
-    weight: np.ndarray  # (H, W) float32 blend weight of the painted face; all 0 when not edited
+    # (H, W) float32 blend weight of the painted face, from the region widened to the face's
+    # outline; all 0 when not edited
+    weight: np.ndarray
 
     @property
     def hole(self) -> np.ndarray:
@@ -77,6 +92,24 @@ def mask_region(mask_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return np.isin(labels, pieces[pieces > 0]).astype(np.uint8)
 
 
+def widen_to_face(region: np.ndarray, crop_mesh: np.ndarray, from_nose: float) -> np.ndarray:
+    """The region with each of its rows, from `from_nose` of the way between the eyes and the nose
+    tip down, reaching at least from one side of the face's outline to the other (`crop_mesh`: the
+    478 mesh points in crop pixels)."""
+    outline = np.zeros_like(region)
+    cv2.fillPoly(outline, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
+    eye_row = mesh_eyes(crop_mesh)[:, 1].mean()
+    top = max(0, round(float(eye_row + from_nose * (crop_mesh[NOSE_TIP, 1] - eye_row))))
+    rows = np.arange(region.shape[0])
+    chosen = (rows >= top) & region.any(axis=1) & outline.any(axis=1)
+    both = region.astype(bool) | outline.astype(bool)
+    left = np.argmax(both, axis=1)
+    right = region.shape[1] - 1 - np.argmax(both[:, ::-1], axis=1)
+    cols = np.arange(region.shape[1])
+    span = (cols[None] >= left[:, None]) & (cols[None] <= right[:, None]) & chosen[:, None]
+    return (region.astype(bool) | span).astype(np.uint8)
+
+
 def blend_weight(region: np.ndarray, grow: float = 5.0, feather: float = 4.0) -> np.ndarray:
     """Blend weight in the crop from the solid region: exactly 1 within `grow` pixels of it, then
     falling linearly to 0 over `feather` pixels; beyond grow + feather exactly 0."""
@@ -86,13 +119,19 @@ def blend_weight(region: np.ndarray, grow: float = 5.0, feather: float = 4.0) ->
     return np.clip((grow + feather - dist) / max(feather, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
-def plan_edit(mask_prob: np.ndarray, config: BlendConfig) -> Edit:
-    """The region, the edit decision and the blend weight for one face's mask probabilities."""
+def plan_edit(mask_prob: np.ndarray, config: BlendConfig, crop_mesh: np.ndarray | None = None) -> Edit:
+    """The region, the edit decision and the blend weight for one face's mask probabilities;
+    `crop_mesh` (478 points in crop pixels, or None where the mesh was not fitted) widens the
+    region to the face's outline. The decision is the segmenter's alone: a bare face is never
+    widened into an edit."""
     region = mask_region(mask_prob, config.mask_threshold)
     fraction = float(region.mean())
     edited = fraction >= config.min_mask_fraction
+    erased = region
+    if edited and crop_mesh is not None and config.widen_from is not None:
+        erased = widen_to_face(region, crop_mesh, config.widen_from)
     weight = (
-        blend_weight(region, config.grow_px, config.feather_px)
+        blend_weight(erased, config.grow_px, config.feather_px)
         if edited
         else np.zeros(region.shape, np.float32)
     )

@@ -6,7 +6,7 @@ through the product makes the same decisions."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmask.align import eyes_to_crop, inside_photo, paste_back, warp_to_crop
+from qmask.align import eyes_to_crop, inside_photo, paste_back, transform_points, warp_to_crop
 from qmask.blend import BlendConfig, Edit, blend, match_monochrome, match_skin_colour, plan_edit
 from qmask.errors import InputError
 from qmask.faces import DetectorConfig, Face, FaceDetector
@@ -144,9 +144,10 @@ class UnmaskPipeline:
             crops,
         )
 
-    def plan(self, mask_prob: np.ndarray) -> Edit:
-        """The region, the decision and the blend weight for one face (`qmask.blend.plan_edit`)."""
-        return plan_edit(mask_prob, self.config.blend)
+    def plan(self, mask_prob: np.ndarray, crop_mesh: np.ndarray | None = None) -> Edit:
+        """The region, the decision and the blend weight for one face (`qmask.blend.plan_edit`);
+        `crop_mesh` is its face mesh in crop pixels (None where it was not fitted)."""
+        return plan_edit(mask_prob, self.config.blend, crop_mesh)
 
     def inpaint(self, crops: np.ndarray, edits: list[Edit], inside: np.ndarray | None = None) -> np.ndarray:
         """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, coloured like
@@ -168,14 +169,20 @@ class UnmaskPipeline:
         return match_monochrome(crops, painted, photo)
 
     def unmask_crops(
-        self, crops: np.ndarray, inside: np.ndarray | None = None, timer: StageTimer | None = None
+        self,
+        crops: np.ndarray,
+        inside: np.ndarray | None = None,
+        timer: StageTimer | None = None,
+        crop_meshes: Sequence[np.ndarray | None] | None = None,
     ) -> list[CropResult]:
-        """Segment, plan and inpaint aligned crops (N, 256, 256, 3); only faces with a mask are painted."""
+        """Segment, plan and inpaint aligned crops (N, 256, 256, 3); only faces with a mask are
+        painted. `crop_meshes`: each face's mesh in crop pixels, or None (see `plan`)."""
         timer = timer or StageTimer()
+        crop_meshes = crop_meshes if crop_meshes is not None else [None] * len(crops)
         with timer("segment"):
             probs = self.segment(crops)
         with timer("plan"):
-            edits = [self.plan(prob) for prob in probs]
+            edits = [self.plan(prob, mesh) for prob, mesh in zip(probs, crop_meshes, strict=True)]
         chosen = [i for i, edit in enumerate(edits) if edit.edited]
         painted: dict[int, np.ndarray] = {}
         if chosen:
@@ -222,7 +229,8 @@ class UnmaskPipeline:
             ]
             crops = np.stack([warp_to_crop(images[i], m) for i, _, m in jobs]) if jobs else None
             inside = np.stack([inside_photo(images[i].shape, m) for i, _, m in jobs]) if jobs else None
-        crop_results = self.unmask_crops(crops, inside, timer) if jobs else []
+            meshes = [None if face.mesh is None else transform_points(face.mesh, m) for _, face, m in jobs]
+        crop_results = self.unmask_crops(crops, inside, timer, meshes) if jobs else []
         outputs = {i: images[i].copy() for i, _, _ in jobs}
         face_results: dict[int, list[FaceResult]] = {i: [] for i in outputs}
         debugs: dict[int, list[CropResult]] = {i: [] for i in outputs}

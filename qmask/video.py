@@ -28,7 +28,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from qmask.align import eyes_to_crop, inside_photo, paste_back, warp_to_crop
+from qmask.align import eyes_to_crop, inside_photo, paste_back, transform_points, warp_to_crop
 from qmask.errors import InputError
 from qmask.faces import Face, box_iou
 from qmask.pipeline import NoFaceError, StageTimer, UnmaskPipeline
@@ -106,6 +106,11 @@ class VideoResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+# One face in one frame as pass 2 gets it: its track's number, its smoothed eyes (2, 2) and its
+# mesh in crop pixels (or None).
+TrackedFace = tuple[int, np.ndarray, np.ndarray | None]
+
+
 @dataclass
 class Track:
     """One face followed through the clip: its detections by frame index."""
@@ -127,6 +132,26 @@ class Track:
             r = min(half, i, len(span) - 1 - i)
             smooth[i] = eyes[i - r : i + r + 1].mean(axis=0)
         return first, smooth.reshape(-1, 2, 2)
+
+    def crop_meshes(self, window: int) -> list[np.ndarray | None]:
+        """For every frame from the first detection to the last, the face mesh in crop pixels
+        (each detection's in its own crop), averaged over the detections within `window` frames,
+        or the nearest one's where none is that close; None where no detection has a mesh. In
+        the eye-aligned crop the face's outline barely moves, and averaged it does not flicker."""
+        known = [
+            (frame, transform_points(face.mesh, eyes_to_crop(face.eyes)))
+            for frame, face in zip(self.frames, self.faces, strict=True)
+            if face.mesh is not None
+        ]
+        if not known:
+            return [None] * (self.frames[-1] - self.frames[0] + 1)
+        frames = np.array([frame for frame, _ in known])
+        meshes = np.stack([mesh for _, mesh in known])
+        out: list[np.ndarray | None] = []
+        for t in range(self.frames[0], self.frames[-1] + 1):
+            near = np.abs(frames - t) <= window // 2
+            out.append(meshes[near].mean(axis=0) if near.any() else meshes[np.argmin(np.abs(frames - t))])
+        return out
 
 
 def track_faces(faces_per_frame: list[list[Face]], min_iou: float, max_gap: int) -> list[Track]:
@@ -276,11 +301,11 @@ class _Renderer:
         self,
         pipeline: UnmaskPipeline,
         config: VideoConfig,
-        eyes_by_frame: list[list[tuple[int, np.ndarray]]],
+        faces_by_frame: list[list[TrackedFace]],
         encode: Callable[[np.ndarray, av.VideoFrame], None],
         timer: StageTimer,
     ) -> None:
-        self.pipeline, self.config, self.eyes_by_frame = pipeline, config, eyes_by_frame
+        self.pipeline, self.config, self.faces_by_frame = pipeline, config, faces_by_frame
         self.encode, self.timer = encode, timer
         self.pending: list[tuple[av.VideoFrame, np.ndarray]] = []
         # Per track, float32 in the canonical crop: the averaged mask probability and painted face.
@@ -291,7 +316,7 @@ class _Renderer:
 
     def add(self, frame: av.VideoFrame, upright: np.ndarray) -> None:
         self.pending.append((frame, upright))
-        faces = sum(len(self.eyes_by_frame[self.index + i]) for i in range(len(self.pending)))
+        faces = sum(len(self.faces_by_frame[self.index + i]) for i in range(len(self.pending)))
         if faces >= self.pipeline.config.batch_size:
             self.flush()
 
@@ -303,7 +328,7 @@ class _Renderer:
             jobs = [
                 (offset, track, eyes_to_crop(eyes))
                 for offset in range(len(self.pending))
-                for track, eyes in self.eyes_by_frame[self.index + offset]
+                for track, eyes, _ in self.faces_by_frame[self.index + offset]
             ]
             crops = [warp_to_crop(self.pending[offset][1], matrix) for offset, _, matrix in jobs]
             inside = [inside_photo(self.pending[offset][1].shape, matrix) for offset, _, matrix in jobs]
@@ -316,7 +341,12 @@ class _Renderer:
                     if track in self.mask_average:
                         probs[k] = cfg.mask_ema * probs[k] + (1 - cfg.mask_ema) * self.mask_average[track]
                     self.mask_average[track] = probs[k]
-                edits = [self.pipeline.plan(prob) for prob in probs]
+                meshes = [
+                    mesh
+                    for offset in range(len(self.pending))
+                    for _, _, mesh in self.faces_by_frame[self.index + offset]
+                ]
+                edits = [self.pipeline.plan(prob, mesh) for prob, mesh in zip(probs, meshes, strict=True)]
             chosen = [k for k, edit in enumerate(edits) if edit.edited]
             if chosen:
                 with self.timer("inpaint"):
@@ -392,11 +422,11 @@ def unmask_video(
 
     with timer("track"):
         tracks = track_faces(faces_per_frame, config.track_iou, config.max_gap)
-        eyes_by_frame: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(n)]
+        faces_by_frame: list[list[TrackedFace]] = [[] for _ in range(n)]
         for number, track in enumerate(tracks):
             first, eyes = track.smoothed_eyes(config.eye_window)
-            for i, e in enumerate(eyes):
-                eyes_by_frame[first + i].append((number, e))
+            for i, (e, mesh) in enumerate(zip(eyes, track.crop_meshes(config.eye_window), strict=True)):
+                faces_by_frame[first + i].append((number, e, mesh))
 
     # Pass 2: render and encode, copying the audio packets through. A file gets its index first
     # (faststart: plays while it downloads); FFmpeg does that by reopening the file by name, which a
@@ -434,7 +464,7 @@ def unmask_video(
             if progress:
                 progress("unmask", done, n)
 
-        renderer = _Renderer(pipeline, config, eyes_by_frame, encode, timer)
+        renderer = _Renderer(pipeline, config, faces_by_frame, encode, timer)
         for item in _frames(container, limits):
             if isinstance(item, av.Packet):
                 if transcode:

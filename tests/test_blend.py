@@ -1,7 +1,10 @@
 import cv2
 import numpy as np
 
+from qmask.align import eyes_to_crop, transform_points
 from qmask.blend import (
+    FACE_OUTLINE,
+    NOSE_TIP,
     BlendConfig,
     blend_weight,
     fill_holes,
@@ -10,7 +13,7 @@ from qmask.blend import (
     match_skin_colour,
     plan_edit,
 )
-from tests.conftest import BENCH, load_rgb
+from tests.conftest import BENCH, REAL_MASKED, load_rgb
 
 
 def test_blend_weight_is_hard_inside_and_zero_beyond_the_feather():
@@ -101,3 +104,36 @@ def test_a_face_is_edited_only_above_the_minimum_mask_fraction():
     # The hole is the region grown at full weight; the feather beyond it is blended.
     assert np.array_equal(large.hole > 0, large.weight >= 1) and large.hole[115, 70] == 1
     assert large.hole.sum() < (large.weight > 0).sum()
+
+
+def test_the_erased_region_reaches_the_face_outline_from_half_way_down_the_nose(detector):
+    # A navy mask whose white rims at both cheeks the segmenter missed (real-masked/1523).
+    photo = load_rgb(REAL_MASKED / "1523.png")
+    face = detector.detect(photo)[0]
+    matrix = eyes_to_crop(face.eyes)
+    crop_mesh = transform_points(face.mesh, matrix)
+    outline = np.zeros((256, 256), np.uint8)
+    cv2.fillPoly(outline, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
+    prob = np.zeros((256, 256), np.float32)
+    prob[100:230, 100:156] = 0.9  # only the middle of the mask was seen
+    config = BlendConfig(grow_px=0, feather_px=1)
+    narrow, wide = plan_edit(prob, config), plan_edit(prob, config, crop_mesh)
+    assert wide.edited and wide.fraction == narrow.fraction  # the decision is the segmenter's
+    assert np.array_equal(wide.region, narrow.region)
+    assert (wide.weight >= narrow.weight).all()
+    top = round((92 + crop_mesh[NOSE_TIP, 1]) / 2)
+    assert 100 < top < 140
+    # From half-way down the nose, every row of the mask spans the face from side to side...
+    chin = min(229, np.nonzero(outline.any(axis=1))[0].max())
+    for row in (top, 180, chin):
+        xs = np.nonzero(outline[row])[0]
+        assert (wide.weight[row, xs.min() : xs.max() + 1] >= 1).all()
+    # ...above it the cheeks under the eyes are left, and so is everything outside the mask's rows.
+    assert np.array_equal(wide.weight[: top - 1], narrow.weight[: top - 1])
+    assert not wide.weight[232:].any()
+    # A bare face stays bare whatever its mesh says.
+    bare = plan_edit(np.zeros((256, 256), np.float32), config, crop_mesh)
+    assert not bare.edited and not bare.weight.any()
+    assert np.array_equal(
+        plan_edit(prob, BlendConfig(widen_from=None), crop_mesh).weight, plan_edit(prob, BlendConfig()).weight
+    )

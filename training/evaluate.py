@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from qmask.align import eyes_to_crop, inside_photo, mesh_eyes, warp_to_crop
+from qmask.align import eyes_to_crop, inside_photo, mesh_eyes, transform_points, warp_to_crop
 from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig, UnmaskPipeline
 from training.landmarks import list_images, load_landmarks
 from training.masks import MaskRenderer
@@ -89,9 +89,13 @@ class Methods:
         return self.pipeline.plan(self.pipeline.segment(crop[None])[0]).edited
 
     def __call__(
-        self, masked: np.ndarray, mask: np.ndarray, inside: np.ndarray
+        self, masked: np.ndarray, mask: np.ndarray, inside: np.ndarray, crop_mesh: np.ndarray | None = None
     ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-        ours = self.pipeline.unmask_crops(masked[None], inside[None].astype(np.float32))[0]
+        """`crop_mesh`: the face mesh in crop pixels, with which ours widens its region as the
+        pipeline does (None: not widened)."""
+        ours = self.pipeline.unmask_crops(
+            masked[None], inside[None].astype(np.float32), crop_meshes=[crop_mesh]
+        )[0]
         hole = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8))
         return {
             "ours": (ours.output, ours.edit.region.astype(bool)),
@@ -142,7 +146,10 @@ def evaluate(
         # Only the photo is scored: around it the crop is a mirror image of it, nobody's face.
         inside = inside_photo(rgb.shape, matrix) > 0.5
         bare_edited.append(methods.edits_bare_face(truth))
-        for name, (pred, pred_mask) in methods(masked, mask, inside).items():
+        # The mesh of the photo without its mask (as cached): the pipeline fits it on the masked
+        # photo, where it is a little less sure of the jaw.
+        crop_mesh = transform_points(mesh, matrix)
+        for name, (pred, pred_mask) in methods(masked, mask, inside, crop_mesh).items():
             pred = np.where(inside[..., None], pred, truth)
             row = score(pred, truth, mask & inside, None if pred_mask is None else pred_mask & inside, lpips)
             per_method[name].append(row)
