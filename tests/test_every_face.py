@@ -1,7 +1,8 @@
 """The shipped model on one small real example of each failure class that real photos showed: a dark
-mask, a face turned to the side, a bare face beside masked ones. (Small faces of a group photo:
-tests/test_faces.py.) A remnant is measured as the share of the lower face that still has the mask's
-colour; the thresholds sit well clear of what the model measured (README, "Results")."""
+mask, a face turned to the side, mask sides at the cheeks, a bare face beside masked ones. (Small
+faces of a group photo: tests/test_faces.py.) A remnant is measured as the share of the lower face
+that still has the mask's colour; the thresholds sit well clear of what the model measured (README,
+"Results")."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def dark_share(pixels: np.ndarray) -> float:
     return float((pixels.max(-1) < 60).mean())
 
 
+def blue_share(pixels: np.ndarray) -> float:
+    """Clearly blue: blue cloth (skin is never this blue)."""
+    red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    return float(((blue - red > 50) & (blue - green > 20)).mean())
+
+
 def pale_share(pixels: np.ndarray) -> float:
     """Unsaturated and light: white or cream cloth (skin has more colour than this)."""
     brightest, darkest = pixels.max(-1), pixels.min(-1)
@@ -40,6 +47,9 @@ def pale_share(pixels: np.ndarray) -> float:
     [
         ("1061.png", dark_share, 0.4, 0.1),  # black cloth mask, front view
         ("1054.png", pale_share, 0.4, 0.25),  # cream cloth mask, face turned to the side
+        # Blue cloth up to the eyes, whose sides the segmenter misses: 0.155 was left before the
+        # region was widened to the face's outline, 0.022 after.
+        ("1003.png", blue_share, 0.6, 0.06),
     ],
 )
 def test_the_mask_of_a_hard_real_face_is_gone(pipeline, name, remnant, before_at_least, after_at_most):
