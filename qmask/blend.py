@@ -92,10 +92,13 @@ def mask_region(mask_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return np.isin(labels, pieces[pieces > 0]).astype(np.uint8)
 
 
-def widen_to_face(region: np.ndarray, crop_mesh: np.ndarray, from_nose: float) -> np.ndarray:
+def widen_to_face(
+    region: np.ndarray, crop_mesh: np.ndarray, from_nose: float, inside: np.ndarray | None = None
+) -> np.ndarray:
     """The region with each of its rows, from `from_nose` of the way between the eyes and the nose
     tip down, reaching at least from one side of the face's outline to the other (`crop_mesh`: the
-    478 mesh points in crop pixels)."""
+    478 mesh points in crop pixels). Only within the photo (`inside` > 0.5, where given): the
+    mirrored surroundings never show, and erased they would only take context from the inpainter."""
     outline = np.zeros_like(region)
     cv2.fillPoly(outline, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
     eye_row = mesh_eyes(crop_mesh)[:, 1].mean()
@@ -107,6 +110,8 @@ def widen_to_face(region: np.ndarray, crop_mesh: np.ndarray, from_nose: float) -
     right = region.shape[1] - 1 - np.argmax(both[:, ::-1], axis=1)
     cols = np.arange(region.shape[1])
     span = (cols[None] >= left[:, None]) & (cols[None] <= right[:, None]) & chosen[:, None]
+    if inside is not None:
+        span &= inside > 0.5
     return (region.astype(bool) | span).astype(np.uint8)
 
 
@@ -119,17 +124,22 @@ def blend_weight(region: np.ndarray, grow: float = 5.0, feather: float = 4.0) ->
     return np.clip((grow + feather - dist) / max(feather, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
-def plan_edit(mask_prob: np.ndarray, config: BlendConfig, crop_mesh: np.ndarray | None = None) -> Edit:
+def plan_edit(
+    mask_prob: np.ndarray,
+    config: BlendConfig,
+    crop_mesh: np.ndarray | None = None,
+    inside: np.ndarray | None = None,
+) -> Edit:
     """The region, the edit decision and the blend weight for one face's mask probabilities;
     `crop_mesh` (478 points in crop pixels, or None where the mesh was not fitted) widens the
-    region to the face's outline. The decision is the segmenter's alone: a bare face is never
-    widened into an edit."""
+    region to the face's outline within the photo (`inside`, see `qmask.align.inside_photo`). The
+    decision is the segmenter's alone: a bare face is never widened into an edit."""
     region = mask_region(mask_prob, config.mask_threshold)
     fraction = float(region.mean())
     edited = fraction >= config.min_mask_fraction
     erased = region
     if edited and crop_mesh is not None and config.widen_from is not None:
-        erased = widen_to_face(region, crop_mesh, config.widen_from)
+        erased = widen_to_face(region, crop_mesh, config.widen_from, inside)
     weight = (
         blend_weight(erased, config.grow_px, config.feather_px)
         if edited

@@ -144,10 +144,13 @@ class UnmaskPipeline:
             crops,
         )
 
-    def plan(self, mask_prob: np.ndarray, crop_mesh: np.ndarray | None = None) -> Edit:
+    def plan(
+        self, mask_prob: np.ndarray, crop_mesh: np.ndarray | None = None, inside: np.ndarray | None = None
+    ) -> Edit:
         """The region, the decision and the blend weight for one face (`qmask.blend.plan_edit`);
-        `crop_mesh` is its face mesh in crop pixels (None where it was not fitted)."""
-        return plan_edit(mask_prob, self.config.blend, crop_mesh)
+        `crop_mesh` is its face mesh in crop pixels (None where it was not fitted), `inside` its
+        crop's pixels from the photo."""
+        return plan_edit(mask_prob, self.config.blend, crop_mesh, inside)
 
     def inpaint(self, crops: np.ndarray, edits: list[Edit], inside: np.ndarray | None = None) -> np.ndarray:
         """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, coloured like
@@ -182,7 +185,10 @@ class UnmaskPipeline:
         with timer("segment"):
             probs = self.segment(crops)
         with timer("plan"):
-            edits = [self.plan(prob, mesh) for prob, mesh in zip(probs, crop_meshes, strict=True)]
+            edits = [
+                self.plan(prob, mesh, None if inside is None else inside[i])
+                for i, (prob, mesh) in enumerate(zip(probs, crop_meshes, strict=True))
+            ]
         chosen = [i for i, edit in enumerate(edits) if edit.edited]
         painted: dict[int, np.ndarray] = {}
         if chosen:

@@ -346,7 +346,10 @@ class _Renderer:
                     for offset in range(len(self.pending))
                     for _, _, mesh in self.faces_by_frame[self.index + offset]
                 ]
-                edits = [self.pipeline.plan(prob, mesh) for prob, mesh in zip(probs, meshes, strict=True)]
+                edits = [
+                    self.pipeline.plan(prob, mesh, inside[k])
+                    for k, (prob, mesh) in enumerate(zip(probs, meshes, strict=True))
+                ]
             chosen = [k for k, edit in enumerate(edits) if edit.edited]
             if chosen:
                 with self.timer("inpaint"):

@@ -131,6 +131,12 @@ def test_the_erased_region_reaches_the_face_outline_from_half_way_down_the_nose(
     # ...above it the cheeks under the eyes are left, and so is everything outside the mask's rows.
     assert np.array_equal(wide.weight[: top - 1], narrow.weight[: top - 1])
     assert not wide.weight[232:].any()
+    # Within the photo only: its mirrored surroundings never show.
+    inside = np.ones((256, 256), np.float32)
+    inside[:, :80] = 0
+    assert np.nonzero(outline[125])[0].min() < 75 and wide.weight[125, 75:80].all()
+    clipped = plan_edit(prob, config, crop_mesh, inside)
+    assert not clipped.weight[:, :78].any() and np.array_equal(clipped.weight[:, 82:], wide.weight[:, 82:])
     # A bare face stays bare whatever its mesh says.
     bare = plan_edit(np.zeros((256, 256), np.float32), config, crop_mesh)
     assert not bare.edited and not bare.weight.any()
