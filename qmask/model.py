@@ -288,6 +288,13 @@ class QMaskModel:
     def configs(self) -> dict[str, UNetConfig]:
         return {"segmenter": self.segmenter.config, "inpainter": self.inpainter.config}
 
+    @property
+    def inpainter_erases_outside_photo(self) -> bool:
+        """Whether the inpainter was trained with the crop's mirrored surroundings erased as well
+        as the hole (`erase_outside_photo` in its training record): then it must get them so."""
+        record = self.meta.get("stages", {}).get("inpainter", {})
+        return bool(record.get("config", {}).get("erase_outside_photo", False))
+
 
 def save_networks(path: Path, networks: dict[str, nn.Module], meta: dict | None = None) -> None:
     """A model file: each stage's config and half-precision weights (small to ship), and `meta`

@@ -156,8 +156,11 @@ class UnmaskPipeline:
         """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, coloured like
         the skin above the edit and toned like the photo when it is monochrome. `inside` (N, 256,
         256) marks crop pixels that come from the photo, not from its mirrored surroundings
-        (`inside_photo`); it helps tell grey photos and keeps mirrored pixels out of the colour."""
+        (`inside_photo`); it helps tell grey photos, keeps mirrored pixels out of the colour, and
+        erases them for an inpainter trained so (`QMaskModel.inpainter_erases_outside_photo`)."""
         holes = np.stack([edit.hole for edit in edits])
+        if inside is not None and self.model.inpainter_erases_outside_photo:
+            holes = np.maximum(holes, (inside < 0.5).astype(np.float32))
         painted = self._batched(
             lambda c, h: run_inpainter(self.model.inpainter, c, h, self.device, self.config.mirror_inpaint),
             crops,

@@ -11,8 +11,9 @@ from PIL import Image
 
 from benchmarks.reliability import faces_grid
 from qmask.blend import BlendConfig
+from qmask.model import save_networks
 from qmask.pipeline import NoFaceError, PipelineConfig, TooManyFacesError, UnmaskPipeline, UnmaskResult
-from tests.conftest import BENCH, load_rgb
+from tests.conftest import BENCH, load_rgb, tiny_networks
 
 PHOTO = load_rgb(BENCH / "0003_masked.png")
 OTHER = load_rgb(BENCH / "0010_masked.png")
@@ -71,3 +72,24 @@ def test_debug_results_show_what_each_stage_saw(pipeline):
     assert np.array_equal(crop.output[outside], crop.crop[outside])
     assert np.array_equal(crop.output[inside], crop.painted[inside])
     assert set(result.timings) >= {"detect", "align", "segment", "plan", "inpaint", "paste_back"}
+
+
+def test_an_inpainter_trained_with_the_surroundings_erased_gets_them_erased(tmp_path):
+    crop = np.asarray(Image.fromarray(PHOTO).resize((256, 256)))
+    inside = np.ones((1, 256, 256), np.float32)
+    inside[:, 200:] = 0  # the photo ends under the chin; below it the crop is a mirror image
+    mirror_changed = crop.copy()
+    mirror_changed[200:] = 255 - mirror_changed[200:]
+    prob = np.zeros((256, 256), np.float32)
+    prob[120:190, 70:186] = 1.0
+    painted = {}
+    for erases in (False, True):
+        path = tmp_path / f"erases_{erases}.pt"
+        record = {"config": {"stage": "inpainter", "erase_outside_photo": erases}}
+        save_networks(path, tiny_networks(), meta={"version": "0.0-test", "stages": {"inpainter": record}})
+        with UnmaskPipeline(PipelineConfig(weights=str(path))) as pipeline:
+            assert pipeline.model.inpainter_erases_outside_photo == erases
+            edit = pipeline.plan(prob)
+            painted[erases] = [pipeline.inpaint(c[None], [edit], inside)[0] for c in (crop, mirror_changed)]
+    assert not np.array_equal(*painted[False])  # it saw the mirror
+    assert np.array_equal(*painted[True])

@@ -21,7 +21,7 @@ from training.data import to_tensor
 from training.export import export
 from training.landmarks import compute_landmarks, list_images
 from training.pack import FacePack, build_pack
-from training.train import TrainConfig, build_dataset, learning_rate, train
+from training.train import TrainConfig, build_dataset, build_step, learning_rate, train
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
 TEMPLATES = REPO.parent / "shared" / "data" / "mask-templates"
@@ -251,3 +251,25 @@ def test_the_gpu_script_trains_and_exports_on_the_cpu_too(tmp_path, tiny_pack):
     assert "l1" not in log[0] and "l1" in log[1]  # one step of the discriminator alone, then both
     model = load_model(tmp_path / "gpu" / "model.pt")
     assert model.meta["version"] == "9.2" and model.meta["stages"]["inpainter"]["steps"] == 2
+
+
+def test_with_erase_outside_photo_the_inpainter_never_sees_the_mirrored_surroundings(tiny_pack):
+    cfg = tiny_config(Path("unused"), tiny_pack)
+    dataset = build_dataset(cfg)
+    items = [dataset[i] for i in range(2)]
+    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    outside = batch["inside"] < 0.5
+    assert outside.any() and (outside & (batch["hole"] < 0.5)).any()  # mirror beside the hole
+    changed = dict(batch, image=torch.where(outside, -batch["image"], batch["image"]))
+    for erase, same in ((False, False), (True, True)):
+        step = build_step(replace(cfg, erase_outside_photo=erase))
+        conditions = []
+        for b in (batch, changed):
+            step(
+                b,
+                step.networks,
+                {n: torch.optim.SGD(m.parameters(), lr=0.0) for n, m in step.networks.items()},
+                torch.autocast("cpu", enabled=False),
+            )
+            conditions.append(step.last["condition"])
+        assert torch.equal(*conditions) == same

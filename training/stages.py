@@ -132,7 +132,9 @@ class InpainterStep:
         discriminator_channels: int = 64,
         seed: int = 0,
         vgg_weights: Path | None = None,
+        erase_outside_photo: bool = False,
     ) -> None:
+        self.erase_outside_photo = erase_outside_photo
         self.networks: dict[str, nn.Module] = {
             "inpainter": Inpainter(config),
             "discriminator": MultiScaleDiscriminator(
@@ -160,14 +162,17 @@ class InpainterStep:
         first steps, while a fresh discriminator learns what the generator's faces look like)."""
         image, hole, inside = batch["image"], batch["hole"], batch["inside"]
         hole = (hole > 0.5).float()
-        condition = torch.cat([image * (1 - hole), hole], dim=1)
+        # What the generator gets erased: the hole, and with `erase_outside_photo` the mirrored
+        # surroundings as well (see TrainConfig). Either way it is scored on the photo only.
+        erased = torch.maximum(hole, (inside < 0.5).float()) if self.erase_outside_photo else hole
+        condition = torch.cat([image * (1 - erased), erased], dim=1)
         # Only pixels of the photo are painted in the composite: beyond its edge the crop is a
         # mirror image, no face to learn.
         painted = hole * inside
         generator, discriminator = models["inpainter"], models["discriminator"]
         with autocast:
             with torch.set_grad_enabled(not generator_frozen):
-                face = generator(image, hole).float()
+                face = generator(image, erased).float()
             composite = image + painted * (face - image)
             d_real = discriminator(condition, image)
             d_fake = discriminator(condition, composite.detach())

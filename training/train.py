@@ -65,6 +65,10 @@ class TrainConfig:
     # Inpainter: for this many steps only the discriminator learns. A fine-tune (init_from) starts
     # with a fresh discriminator, whose first verdicts are noise; the generator should not chase them.
     discriminator_warmup: int = 0
+    # Inpainter: erase every crop pixel beyond the photo too. There the crop is the photo's mirror
+    # image, and below a hole that ends inside the crop it showed the face's own mouth and chin
+    # upside down, which the generator learnt to copy; in a real photo that mirror shows the mask.
+    erase_outside_photo: bool = False
     network: UNetConfig | None = None  # None: the stage's default (qmask.model)
     # Inpainter: VGG16's convs as an .npz (python -m training.perceptual) instead of the asset file,
     # for machines that cannot take the whole file along (a lent GPU machine).
@@ -127,7 +131,9 @@ def build_step(cfg: TrainConfig) -> SegmenterStep | InpainterStep:
         return SegmenterStep(cfg.network_config, cfg.loss)
     if cfg.stage == "inpainter":
         vgg = Path(cfg.perceptual_weights) if cfg.perceptual_weights else None
-        return InpainterStep(cfg.network_config, cfg.loss, cfg.discriminator_channels, cfg.seed, vgg)
+        return InpainterStep(
+            cfg.network_config, cfg.loss, cfg.discriminator_channels, cfg.seed, vgg, cfg.erase_outside_photo
+        )
     raise ValueError(f"unknown stage {cfg.stage!r}: segmenter or inpainter")
 
 
