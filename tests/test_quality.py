@@ -13,8 +13,8 @@ from training.evaluate import psnr
 from training.perceptual import LPIPS
 
 # Bench pair: (PSNR at least, LPIPS at most), over the whole photo as ../shared/bench/score.py scores it.
-# Model 2.2 measured 19.19 / 0.203, 28.88 / 0.092 and 24.74 / 0.109.
-FLOOR = {"0003": (18.2, 0.223), "0010": (27.9, 0.112), "0042": (23.7, 0.129)}
+# Model 2.3 (region widened to the face outline) measured 19.02 / 0.206, 28.54 / 0.100 and 24.90 / 0.113.
+FLOOR = {"0003": (18.0, 0.226), "0010": (27.5, 0.120), "0042": (23.9, 0.133)}
 
 
 @pytest.fixture(scope="module")
