@@ -326,30 +326,22 @@ class _Renderer:
         cfg = self.config
         with self.timer("align"):
             jobs = [
-                (offset, track, eyes_to_crop(eyes))
+                (offset, track, eyes_to_crop(eyes), mesh)
                 for offset in range(len(self.pending))
-                for track, eyes, _ in self.faces_by_frame[self.index + offset]
+                for track, eyes, mesh in self.faces_by_frame[self.index + offset]
             ]
-            crops = [warp_to_crop(self.pending[offset][1], matrix) for offset, _, matrix in jobs]
-            inside = [inside_photo(self.pending[offset][1].shape, matrix) for offset, _, matrix in jobs]
+            crops = [warp_to_crop(self.pending[offset][1], matrix) for offset, _, matrix, _ in jobs]
+            inside = [inside_photo(self.pending[offset][1].shape, matrix) for offset, _, matrix, _ in jobs]
         edited = [False] * len(self.pending)
         if jobs:
             with self.timer("segment"):
                 probs = self.pipeline.segment(np.stack(crops))
             with self.timer("plan"):
-                for k, (_, track, _) in enumerate(jobs):
+                for k, (_, track, _, _) in enumerate(jobs):
                     if track in self.mask_average:
                         probs[k] = cfg.mask_ema * probs[k] + (1 - cfg.mask_ema) * self.mask_average[track]
                     self.mask_average[track] = probs[k]
-                meshes = [
-                    mesh
-                    for offset in range(len(self.pending))
-                    for _, _, mesh in self.faces_by_frame[self.index + offset]
-                ]
-                edits = [
-                    self.pipeline.plan(prob, mesh, inside[k])
-                    for k, (prob, mesh) in enumerate(zip(probs, meshes, strict=True))
-                ]
+                edits = [self.pipeline.plan(prob, jobs[k][3], inside[k]) for k, prob in enumerate(probs)]
             chosen = [k for k, edit in enumerate(edits) if edit.edited]
             if chosen:
                 with self.timer("inpaint"):
@@ -359,7 +351,7 @@ class _Renderer:
                         np.stack([inside[k] for k in chosen]),
                     )
             for k, face in zip(chosen, painted if chosen else [], strict=True):
-                offset, track, matrix = jobs[k]
+                offset, track, matrix, _ = jobs[k]
                 face = face.astype(np.float32)
                 if track in self.face_average:
                     face = cfg.face_ema * face + (1 - cfg.face_ema) * self.face_average[track]
