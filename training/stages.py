@@ -193,7 +193,8 @@ class InpainterStep:
         valid = inside * (1 - hole)
         l1_valid = (error * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
         rows, cols = self._perceptual_window()
-        perceptual = self.perceptual(composite[..., rows, cols], image[..., rows, cols])
+        with autocast:
+            perceptual = self.perceptual(composite[..., rows, cols], image[..., rows, cols]).float()
         cfg = self.loss
         loss_g = (
             cfg.l1 * l1
