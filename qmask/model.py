@@ -215,18 +215,38 @@ def _to_input(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
+def supports_bf16(device: torch.device | str) -> bool:
+    """Whether `device` computes in bf16 natively, so that bf16 autocast is faster than fp32, not
+    slower: GPUs from Ampere on, CPUs with AVX512-BF16 or AMX (oneDNN's check)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return device.type == "cpu" and bool(native and native())
+
+
+def _autocast(device: torch.device | str, bf16: bool) -> torch.autocast:
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+
+
 @torch.inference_mode()
 def run_segmenter(
-    segmenter: nn.Module, crops: np.ndarray, device: torch.device | str = "cpu", mirror_average: bool = False
+    segmenter: nn.Module,
+    crops: np.ndarray,
+    device: torch.device | str = "cpu",
+    mirror_average: bool = False,
+    bf16: bool = False,
 ) -> np.ndarray:
     """(N, 256, 256, 3) uint8 crops -> mask probabilities (N, 256, 256) float32.
 
-    `mirror_average` also runs the mirrored crops and averages both logits (mirrored back).
+    `mirror_average` also runs the mirrored crops and averages both logits (mirrored back); `bf16`
+    runs the network in bf16 autocast (see `supports_bf16`).
     """
     x = _to_input(crops, device)
     if mirror_average:
         x = torch.cat([x, x.flip(-1)])
-    logits = segmenter(x).float()
+    with _autocast(device, bf16):
+        logits = segmenter(x).float()
     if mirror_average:
         logits = (logits[: len(crops)] + logits[len(crops) :].flip(-1)) / 2
     return torch.sigmoid(logits)[:, 0].cpu().numpy()
@@ -239,16 +259,19 @@ def run_inpainter(
     holes: np.ndarray,
     device: torch.device | str = "cpu",
     mirror_average: bool = False,
+    bf16: bool = False,
 ) -> np.ndarray:
     """(N, 256, 256, 3) uint8 crops and (N, 256, 256) holes (1: paint) -> faces (N, 256, 256, 3) uint8.
 
-    `mirror_average` also paints the mirrored crops and averages both faces (mirrored back).
+    `mirror_average` also paints the mirrored crops and averages both faces (mirrored back); `bf16`
+    runs the network in bf16 autocast (see `supports_bf16`).
     """
     x = _to_input(crops, device)
     hole = torch.from_numpy(np.ascontiguousarray(holes, dtype=np.float32)).to(device)[:, None]
     if mirror_average:
         x, hole = torch.cat([x, x.flip(-1)]), torch.cat([hole, hole.flip(-1)])
-    face = inpainter(x, hole).float()
+    with _autocast(device, bf16):
+        face = inpainter(x, hole).float()
     if mirror_average:
         face = (face[: len(crops)] + face[len(crops) :].flip(-1)) / 2
     return face.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
