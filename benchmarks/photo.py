@@ -1,6 +1,6 @@
 """Per-stage timing of the pipeline on a 1 MP and a 12 MP photo.
 
-    python -m benchmarks.photo [--photo PATH] [--repeats 5] [--device cpu]
+    python -m benchmarks.photo [--photo PATH] [--repeats 5] [--device cpu] [--precision auto]
 
 The photo (default: a real masked photo from ../shared/data) is scaled to each size and encoded
 as JPEG, so decoding and encoding are timed on realistic files. Prints the median of each stage.
@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from benchmarks.data import REAL_MASKED
-from qmask.pipeline import PipelineConfig, UnmaskPipeline
+from qmask.pipeline import PRECISIONS, PipelineConfig, UnmaskPipeline
 
 DEFAULT_PHOTO = REAL_MASKED / "1237.png"
 SIZES = {"1 MP": (1155, 866), "12 MP": (4000, 3000)}
@@ -42,9 +42,14 @@ def main() -> None:
     parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    with UnmaskPipeline(PipelineConfig(device=args.device)) as pipeline:
+    config = PipelineConfig(device=args.device, bf16=PRECISIONS[args.precision])
+    with UnmaskPipeline(config) as pipeline:
+        precision = "bf16" if pipeline.bf16 else "fp32"
+        print(
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, {precision}"
+        )
         print(f"| photo | faces | {' | '.join(STAGES)} | total |")
         print("|---" * (len(STAGES) + 3) + "|")
         for label, size in SIZES.items():

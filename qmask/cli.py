@@ -14,7 +14,7 @@ from tqdm import tqdm
 from qmask.errors import InputError
 from qmask.faces import DetectorConfig
 from qmask.imageio import FORMAT_BY_SUFFIX
-from qmask.pipeline import DEFAULT_WEIGHTS, REASONS, PipelineConfig, UnmaskPipeline, UnmaskResult
+from qmask.pipeline import DEFAULT_WEIGHTS, PRECISIONS, REASONS, PipelineConfig, UnmaskPipeline, UnmaskResult
 from qmask.video import VIDEO_SUFFIXES, unmask_video
 
 # Clips are written as H.264 MP4 whatever their input container.
@@ -131,7 +131,9 @@ def unmask_command(args: argparse.Namespace) -> int:
     detector = DetectorConfig(
         small_faces_max_side=2 * DetectorConfig.detect_max_side if args.small_faces else None
     )
-    config = PipelineConfig(weights=str(args.weights), device=args.device, detector=detector)
+    config = PipelineConfig(
+        weights=str(args.weights), device=args.device, detector=detector, bf16=PRECISIONS[args.precision]
+    )
     failures = 0
     with UnmaskPipeline(config) as pipeline:
         bar = tqdm(
@@ -199,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     unmask.add_argument("--debug", action="store_true", help="also save NAME.debug.png with boxes and masks")
     unmask.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="model file (.pt)")
     unmask.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    unmask.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="the networks in bf16 or fp32 (auto: bf16 where the device computes it natively)",
+    )
     unmask.add_argument(
         "--small-faces",
         action="store_true",

@@ -54,6 +54,9 @@ class PipelineConfig:
     batch_size: int = 16
 
 
+# Command-line spellings of `PipelineConfig.bf16`.
+PRECISIONS = {"auto": None, "bf16": True, "fp32": False}
+
 # Why a face was left as it was: the API's `reason` code and its words for people.
 NO_MASK = "no_mask"
 REASONS = {NO_MASK: "no mask was seen on this face"}
