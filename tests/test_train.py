@@ -149,6 +149,26 @@ def test_discriminator_warmup_trains_the_discriminator_alone_first(tmp_path, tin
         train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1, discriminator_warmup=1))
 
 
+def test_a_fine_tune_can_start_its_discriminator_from_the_last_run(tmp_path, tiny_pack, capsys):
+    first = tmp_path / "first"
+    shipped = train(tiny_config(first, tiny_pack, steps=2))
+    critic = first / "discriminator.pt"
+    saved = torch.load(critic, weights_only=True)
+    assert saved and all(v.dtype == torch.float16 for v in saved.values() if v.is_floating_point())
+    out = tmp_path / "fine"
+    fine = {"lr": 0.0, "init_from": str(shipped), "discriminator_from": str(critic)}
+    train(tiny_config(out, tiny_pack, steps=1, **fine))
+    assert f"initialised the discriminator from {critic}" in capsys.readouterr().out
+    # lr 0: the critic's convs are still those it was given (batch-norm statistics move).
+    started = torch.load(out / "checkpoint.pt", weights_only=True)["networks"]["discriminator"]
+    convs = [k for k in saved if k.endswith(".weight") and saved[k].ndim == 4]
+    assert convs and all(torch.equal(saved[k].float(), started[k]) for k in convs)
+    with pytest.raises(ValueError, match="does not fit a discriminator of 16 channels"):
+        train(tiny_config(tmp_path / "wider", tiny_pack, steps=1, discriminator_channels=16, **fine))
+    with pytest.raises(ValueError, match="discriminator_from"):
+        train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1, discriminator_from=str(critic)))
+
+
 def test_init_from_refuses_weights_of_another_shape_or_stage(tmp_path, tiny_pack):
     shipped = train(tiny_config(tmp_path / "first", tiny_pack, steps=1))
     wider = dict(TINY_SEGMENTER, in_channels=4, out_channels=3, base_channels=4)

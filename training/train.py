@@ -6,7 +6,8 @@
 One YAML file sets every field of `TrainConfig` (see training/configs/); `stage` says which
 network it trains. A run folder gets `config.yaml`, `log.jsonl` (losses, images/s), sample grids
 `samples/step_*.png`, `checkpoint.pt` (resumed automatically when the run is started again) and
-the stage's weights `STAGE.pt` with the whole config and the git commit it was trained from.
+the stage's weights `STAGE.pt` with the whole config and the git commit it was trained from (an
+inpainter's run also `discriminator.pt`, for a later fine-tune to start its critic from).
 `python -m training.export` joins a segmenter and an inpainter into a shippable model.
 """
 
@@ -73,6 +74,11 @@ class TrainConfig:
     # Inpainter: for this many steps only the discriminator learns. A fine-tune (init_from) starts
     # with a fresh discriminator, whose first verdicts are noise; the generator should not chase them.
     discriminator_warmup: int = 0
+    # Inpainter: the discriminator's weights to start from (the `discriminator.pt` a run writes
+    # beside its inpainter), with the same `discriminator_channels`; None: a fresh one. Run folders
+    # do not outlive a machine, so without it every fine-tune begins against a critic that knows
+    # nothing yet and spends `discriminator_warmup` steps teaching it. Ignored when the run resumes.
+    discriminator_from: str | None = None
     # Inpainter: erase every crop pixel beyond the photo too. There the crop is the photo's mirror
     # image, and below a hole that ends inside the crop it showed the face's own mouth and chin
     # upside down, which the generator learnt to copy; in a real photo that mirror shows the mask.
@@ -138,8 +144,11 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
 
 def build_step(cfg: TrainConfig) -> SegmenterStep | InpainterStep:
     if cfg.stage == "segmenter":
-        if cfg.discriminator_warmup:
-            raise ValueError("discriminator_warmup is for the inpainter: the segmenter has no discriminator")
+        if cfg.discriminator_warmup or cfg.discriminator_from:
+            raise ValueError(
+                "discriminator_warmup and discriminator_from are for the inpainter: the segmenter has no "
+                "discriminator"
+            )
         return SegmenterStep(cfg.network_config, cfg.loss)
     if cfg.stage == "inpainter":
         vgg = Path(cfg.perceptual_weights) if cfg.perceptual_weights else None
@@ -229,6 +238,17 @@ def train(cfg: TrainConfig) -> Path:
         networks[cfg.stage].load_state_dict(shipped_state)
         if main_process:
             print(f"initialised the {cfg.stage} from {cfg.init_from}")
+    if cfg.discriminator_from and not ckpt_path.exists():
+        state = torch.load(cfg.discriminator_from, map_location="cpu", weights_only=True)
+        try:
+            networks["discriminator"].load_state_dict({k: v.float() for k, v in state.items()})
+        except RuntimeError as error:
+            raise ValueError(
+                f"discriminator_from {cfg.discriminator_from} does not fit a discriminator of "
+                f"{cfg.discriminator_channels} channels: {str(error).splitlines()[-1].strip()}"
+            ) from None
+        if main_process:
+            print(f"initialised the discriminator from {cfg.discriminator_from}")
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         for name in networks:
@@ -313,6 +333,12 @@ def train(cfg: TrainConfig) -> Path:
             }
         }
         save_networks(exported, {cfg.stage: networks[cfg.stage].cpu()}, meta)
+        if "discriminator" in networks:  # for a later fine-tune's `discriminator_from`
+            critic = networks["discriminator"].cpu().state_dict()
+            torch.save(
+                {k: v.half() if v.is_floating_point() else v for k, v in critic.items()},
+                out / "discriminator.pt",
+            )
         log.close()
         print(f"exported {exported} after {step} steps")
     if world > 1:
