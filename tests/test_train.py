@@ -149,6 +149,13 @@ def test_discriminator_warmup_trains_the_discriminator_alone_first(tmp_path, tin
         train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1, discriminator_warmup=1))
 
 
+def test_a_runs_config_yaml_reads_back_as_its_config(tmp_path, tiny_pack):
+    cfg = tiny_config(tmp_path / "run", tiny_pack, steps=1)
+    train(cfg)
+    again = TrainConfig.from_yaml(tmp_path / "run" / "config.yaml")  # e.g. to resume with more minutes
+    assert again == replace(cfg, network=cfg.network_config)
+
+
 def test_a_fine_tune_can_start_its_discriminator_from_the_last_run(tmp_path, tiny_pack, capsys):
     first = tmp_path / "first"
     shipped = train(tiny_config(first, tiny_pack, steps=2))

@@ -72,9 +72,12 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> DataConfig:
-        raw = dict(raw)
+        # YAML has lists where the configs have tuples (a run's config.yaml is read back too).
+        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
         if "holes" in raw:
-            raw["holes"] = HoleConfig(**{k: tuple(v) for k, v in raw["holes"].items()})
+            raw["holes"] = HoleConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in raw["holes"].items()}
+            )
         return cls(**raw)
 
 
