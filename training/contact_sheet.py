@@ -23,7 +23,12 @@ from training.landmarks import list_images
 
 def tile(path: Path, size: int) -> np.ndarray:
     image = Image.open(path).convert("RGB")
-    image.thumbnail((size, size))
+    # Scaled to fit the tile, up as well as down: a small face photo shrunk only would stay too
+    # small to judge beside the large ones.
+    scale = size / max(image.size)
+    image = image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.LANCZOS
+    )
     canvas = np.full((size, size, 3), 40, np.uint8)
     arr = np.asarray(image)
     y, x = (size - arr.shape[0]) // 2, (size - arr.shape[1]) // 2
