@@ -124,6 +124,8 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         "segmenter": count_parameters(model.segmenter) / 1e6,
         "inpainter": count_parameters(model.inpainter) / 1e6,
     }
+    # Beyond the photo's edges the crop is its mirror image, which may show the mask.
+    erased = " and the crop's mirrored surroundings" if model.inpainter_erases_outside_photo else ""
     lines = [
         "# QMask default model",
         "",
@@ -142,10 +144,10 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         "- The hole: the region thresholded, holes filled, pieces away from the mouth dropped, grown 5 px at",
         "  full weight and feathered over 4 px; a face is edited only when the region covers 8% of the crop.",
         f"- Stage 2, `Inpainter` ({parameters['inpainter']:.2f}M parameters), the Pix2Pix generator: the",
-        "  crop with the hole erased plus the hole as a channel in, the whole face out, kept inside the",
-        "  hole only, averaged with the mirrored crop's. It never sees a pixel of the mask. No blur",
-        "  afterwards; the face's colour is moved toward the skin above the edit (Lab chroma, at most",
-        "  10 units), and grey and toned photos get the photo's tone.",
+        f"  crop with the hole{erased} erased plus the hole as a channel in, the whole face out, kept",
+        "  inside the hole only, averaged with the mirrored crop's. It never sees a pixel of the mask. No",
+        "  blur afterwards; the face's colour is moved toward the skin above the edit (Lab chroma, at",
+        "  most 10 units), and grey and toned photos get the photo's tone.",
         "",
     ]
     lines += training_section(meta)
