@@ -49,9 +49,12 @@ def training_section(meta: dict) -> list[str]:
         data, loss, network = config.get("data", {}), config.get("loss", {}), config.get("network", {})
         source = "a run's checkpoint" if record.get("from_checkpoint") else "exported at the end of its run"
         steps = f"{record.get('steps', '?')} steps of batch {config.get('batch_size', '?')}"
-        where = f"{record.get('processes', 1)} process(es), {record.get('minutes', '?')} minutes on "
+        # A checkpoint does not record how many processes wrote it (a run may be resumed with more).
+        if record.get("processes"):
+            steps += f" x {record['processes']} process(es)"
+        where = f"{record.get('minutes', '?')} minutes on {record.get('device', 'cpu')}"
         lines.append(
-            f"- **{stage}** ({source}): {steps} x {where}{record.get('device', 'cpu')}; code at commit "
+            f"- **{stage}** ({source}): {steps}, {where}; code at commit "
             f"`{record.get('commit') or 'unknown'}`; run `{config.get('out_dir', '?')}`, init_from "
             f"`{config.get('init_from')}`; network {network}."
         )
