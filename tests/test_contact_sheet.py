@@ -7,7 +7,7 @@ from tests.conftest import REAL_MASKED
 from training.contact_sheet import tile, write_sheets
 
 
-def test_a_small_photo_is_scaled_up_to_fill_its_tile(tmp_path):
+def test_a_small_photo_is_scaled_up_to_fill_its_tile():
     small = min(REAL_MASKED.iterdir(), key=lambda p: max(Image.open(p).size))
     assert max(Image.open(small).size) < 160
     cell = tile(small, 320)

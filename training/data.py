@@ -72,13 +72,15 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, raw: dict) -> DataConfig:
-        # YAML has lists where the configs have tuples (a run's config.yaml is read back too).
-        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        raw = _lists_as_tuples(raw)
         if "holes" in raw:
-            raw["holes"] = HoleConfig(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in raw["holes"].items()}
-            )
+            raw["holes"] = HoleConfig(**_lists_as_tuples(raw["holes"]))
         return cls(**raw)
+
+
+def _lists_as_tuples(raw: dict) -> dict:
+    """YAML has lists where the configs have tuples (a run's config.yaml is read back too)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
