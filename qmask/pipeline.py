@@ -155,12 +155,16 @@ class UnmaskPipeline:
         )
 
     def plan(
-        self, mask_prob: np.ndarray, crop_mesh: np.ndarray | None = None, inside: np.ndarray | None = None
+        self,
+        mask_prob: np.ndarray,
+        crop_mesh: np.ndarray | None = None,
+        inside: np.ndarray | None = None,
+        crop: np.ndarray | None = None,
     ) -> Edit:
         """The region, the decision and the blend weight for one face (`qmask.blend.plan_edit`);
         `crop_mesh` is its face mesh in crop pixels (None where it was not fitted), `inside` its
         crop's pixels from the photo."""
-        return plan_edit(mask_prob, self.config.blend, crop_mesh, inside)
+        return plan_edit(mask_prob, self.config.blend, crop_mesh, inside, crop)
 
     def inpaint(self, crops: np.ndarray, edits: list[Edit], inside: np.ndarray | None = None) -> np.ndarray:
         """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, coloured like
@@ -201,7 +205,7 @@ class UnmaskPipeline:
             probs = self.segment(crops)
         with timer("plan"):
             edits = [
-                self.plan(prob, mesh, None if inside is None else inside[i])
+                self.plan(prob, mesh, None if inside is None else inside[i], crops[i])
                 for i, (prob, mesh) in enumerate(zip(probs, crop_meshes, strict=True))
             ]
         chosen = [i for i, edit in enumerate(edits) if edit.edited]

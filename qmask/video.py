@@ -341,7 +341,9 @@ class _Renderer:
                     if track in self.mask_average:
                         probs[k] = cfg.mask_ema * probs[k] + (1 - cfg.mask_ema) * self.mask_average[track]
                     self.mask_average[track] = probs[k]
-                edits = [self.pipeline.plan(prob, jobs[k][3], inside[k]) for k, prob in enumerate(probs)]
+                edits = [
+                    self.pipeline.plan(prob, jobs[k][3], inside[k], crops[k]) for k, prob in enumerate(probs)
+                ]
             chosen = [k for k, edit in enumerate(edits) if edit.edited]
             if chosen:
                 with self.timer("inpaint"):

@@ -4,6 +4,7 @@ import numpy as np
 from qmask.align import eyes_to_crop, transform_points
 from qmask.blend import (
     FACE_OUTLINE,
+    NOSE_BRIDGE,
     NOSE_TIP,
     BlendConfig,
     blend_weight,
@@ -142,4 +143,39 @@ def test_the_erased_region_reaches_the_face_outline_from_half_way_down_the_nose(
     assert not bare.edited and not bare.weight.any()
     assert np.array_equal(
         plan_edit(prob, BlendConfig(widen_from=None), crop_mesh).weight, plan_edit(prob, BlendConfig()).weight
+    )
+
+
+def test_the_hole_follows_a_nose_piece_up_the_nose_by_its_colour_and_only_over_the_nose(detector):
+    photo = load_rgb(BENCH / "0003_target.png")
+    face = detector.detect(photo)[0]
+    crop_mesh = transform_points(face.mesh, eyes_to_crop(face.eyes))
+    tip_row = round(crop_mesh[NOSE_TIP, 1])
+    nose = np.zeros((256, 256), np.uint8)
+    cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_BRIDGE)]).astype(np.int32)), 1)
+    top = np.nonzero(nose.any(axis=1))[0].min()
+    piece_top = (top + tip_row) // 2  # a white nose piece over the nose's lower half...
+    crop = photo.copy()
+    crop[tip_row - 12 :, 60:196] = 235  # ...on a white mask
+    crop[piece_top:] = np.where(nose[piece_top:, :, None] > 0, 235, crop[piece_top:])
+    prob = np.zeros((256, 256), np.float32)
+    prob[tip_row - 12 :, 60:196] = 1.0  # the segmenter saw the mask up to just above the nose tip
+    config = BlendConfig(grow_px=0, feather_px=1)
+    off = BlendConfig(grow_px=0, feather_px=1, nose_piece_distance=None)
+    followed, plain = (
+        plan_edit(prob, config, crop_mesh, crop=crop),
+        plan_edit(prob, off, crop_mesh, crop=crop),
+    )
+    piece = (nose > 0) & (np.arange(256)[:, None] >= piece_top)
+    assert (followed.weight[piece] >= 1).all()
+    assert not (plain.weight[piece & (np.arange(256)[:, None] < tip_row - 12)] > 0).any()
+    # The skin of the nose above the piece and everything beside the nose stay.
+    assert not followed.weight[: piece_top - 1].any()
+    assert np.array_equal(followed.weight[:, :100], plain.weight[:, :100])
+    assert np.array_equal(followed.region, plain.region) and followed.edited == plain.edited
+    # A mask worn under the nose keeps the nose, however it is coloured.
+    under = np.zeros((256, 256), np.float32)
+    under[tip_row + 6 :, 60:196] = 1.0
+    assert np.array_equal(
+        plan_edit(under, config, crop_mesh, crop=crop).weight, plan_edit(under, off, crop_mesh).weight
     )
