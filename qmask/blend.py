@@ -29,9 +29,12 @@ FACE_OUTLINE = (
     152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
 )  # fmt: skip
 NOSE_TIP = 1
-# Mesh points around the nose from just under the inner eye corners to the nostrils: where the
-# stiff nose piece of a respirator or the wire of a cloth mask sits.
+# Mesh points around the nose from between the eyes to the nostrils: where the stiff nose piece of
+# a respirator or the wire of a cloth mask sits.
 NOSE_BRIDGE = (168, 6, 188, 412, 114, 343, 129, 358, 64, 294, 98, 327, 2)
+# Rows of the crop below the eyes' centres that the mask's colour is never followed into: the lower
+# lids.
+EYE_CLEARANCE = 12
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,11 @@ class BlendConfig:
     # and the segmenter most often misses its sides (edges by the ears, rims, dark or printed
     # cloth), which were left as remnants. Above it the cheeks under the eyes stay (None: off).
     widen_from: float | None = 0.5
-    # Where the region covers the nose tip, the nose up to between the eyes is erased too where its
-    # colour is that of the mask (Lab distance at most this; None: off): the segmenter often stops
-    # short of a respirator's nose piece, and the inpainter then continues its pale top down the nose.
-    nose_piece_distance: float | None = 25.0
+    # Where the region covers the nose tip, the nose up to between the eyes and the cheeks below the
+    # eyes are erased too where their colour is the mask's (Lab distance at most this; None: off):
+    # the segmenter often stops short of a respirator's nose piece or a mask's top edge under the
+    # eyes, and the inpainter then continues the pale remnant down the nose or leaves it as a patch.
+    mask_colour_distance: float | None = 25.0
     # The painted face's colour (Lab a, b) is moved toward the skin above the edit by at most this
     # much: the inpainter often paints a face greyer or greener than the person's (0: off).
     max_colour_shift: float = 10.0
@@ -122,7 +126,7 @@ def widen_to_face(
     return (region.astype(bool) | span).astype(np.uint8)
 
 
-def cover_nose_piece(
+def follow_mask_colour(
     erased: np.ndarray,
     region: np.ndarray,
     crop: np.ndarray,
@@ -130,25 +134,28 @@ def cover_nose_piece(
     max_distance: float,
     inside: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`erased` with the rest of the mask's nose piece added: pixels of the nose up to between
-    the eyes (`NOSE_BRIDGE`) whose colour is within `max_distance` (Lab) of the predicted mask
-    `region`'s own pixels on the nose, connected to `erased`. Only where the region covers the
-    nose tip (a mask worn under the nose keeps its nose) and within the photo. Skin, glasses and
-    brows differ in colour from the mask, so they stay."""
+    """`erased` with the rest of the mask added where the segmenter stopped short of it: pixels
+    of the nose up to between the eyes (`NOSE_BRIDGE`) and of the face below the eyes whose colour
+    is within `max_distance` (Lab) of the predicted mask `region`'s own pixels on the nose,
+    connected to `erased`. Only where the region covers the nose tip (a mask worn under the nose
+    keeps its nose: its colour says nothing of what lies above) and within the photo. Skin,
+    glasses, brows and eyes differ in colour from the mask, so they stay."""
     x, y = np.round(crop_mesh[NOSE_TIP]).astype(int)
     if not (0 <= y < region.shape[0] and 0 <= x < region.shape[1]) or not region[y, x]:
         return erased
-    nose = np.zeros_like(region)
+    nose, face = np.zeros_like(region), np.zeros_like(region)
     cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_BRIDGE)]).astype(np.int32)), 1)
+    cv2.fillPoly(face, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
+    face[: round(float(mesh_eyes(crop_mesh)[:, 1].mean())) + EYE_CLEARANCE] = 0
+    reach = nose | face
     if inside is not None:
-        nose &= (inside > 0.5).astype(np.uint8)
-    covered = (nose & region).astype(bool)
-    if covered.sum() < 50:
+        reach &= (inside > 0.5).astype(np.uint8)
+    on_nose = (nose & reach & region).astype(bool)
+    if on_nose.sum() < 50:
         return erased
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-    mask_colour = np.median(lab[covered], axis=0)
-    near = np.linalg.norm(lab - mask_colour, axis=-1) <= max_distance
-    grown = erased | (nose & near.astype(np.uint8))
+    near = np.linalg.norm(lab - np.median(lab[on_nose], axis=0), axis=-1) <= max_distance
+    grown = erased | (reach & near.astype(np.uint8))
     _, labels = cv2.connectedComponents(grown)
     kept = np.isin(labels, np.unique(labels[erased.astype(bool)]))
     return fill_holes((kept & grown.astype(bool)).astype(np.uint8))
@@ -172,7 +179,8 @@ def plan_edit(
 ) -> Edit:
     """The region, the edit decision and the blend weight for one face's mask probabilities;
     `crop_mesh` (478 points in crop pixels, or None where the mesh was not fitted) widens the
-    region to the face's outline within the photo (`inside`, see `qmask.align.inside_photo`). The
+    region to the face's outline within the photo (`inside`, see `qmask.align.inside_photo`) and,
+    with the `crop` itself, follows the mask's colour up the nose and under the eyes. The
     decision is the segmenter's alone: a bare face is never widened into an edit."""
     region = mask_region(mask_prob, config.mask_threshold)
     fraction = float(region.mean())
@@ -180,8 +188,8 @@ def plan_edit(
     erased = region
     if edited and crop_mesh is not None and config.widen_from is not None:
         erased = widen_to_face(region, crop_mesh, config.widen_from, inside)
-    if edited and crop_mesh is not None and crop is not None and config.nose_piece_distance is not None:
-        erased = cover_nose_piece(erased, region, crop, crop_mesh, config.nose_piece_distance, inside)
+    if edited and crop_mesh is not None and crop is not None and config.mask_colour_distance is not None:
+        erased = follow_mask_colour(erased, region, crop, crop_mesh, config.mask_colour_distance, inside)
     weight = (
         blend_weight(erased, config.grow_px, config.feather_px)
         if edited

@@ -163,7 +163,7 @@ class UnmaskPipeline:
     ) -> Edit:
         """The region, the decision and the blend weight for one face (`qmask.blend.plan_edit`);
         `crop_mesh` is its face mesh in crop pixels (None where it was not fitted), `inside` its
-        crop's pixels from the photo."""
+        crop's pixels from the photo, `crop` the crop the mask's colour is read from."""
         return plan_edit(mask_prob, self.config.blend, crop_mesh, inside, crop)
 
     def inpaint(self, crops: np.ndarray, edits: list[Edit], inside: np.ndarray | None = None) -> np.ndarray:

@@ -1,8 +1,9 @@
 import cv2
 import numpy as np
 
-from qmask.align import eyes_to_crop, transform_points
+from qmask.align import eyes_to_crop, mesh_eyes, transform_points
 from qmask.blend import (
+    EYE_CLEARANCE,
     FACE_OUTLINE,
     NOSE_BRIDGE,
     NOSE_TIP,
@@ -146,34 +147,38 @@ def test_the_erased_region_reaches_the_face_outline_from_half_way_down_the_nose(
     )
 
 
-def test_the_hole_follows_a_nose_piece_up_the_nose_by_its_colour_and_only_over_the_nose(detector):
+def test_the_hole_follows_the_mask_colour_up_the_nose_and_under_the_eyes_but_no_further(detector):
     photo = load_rgb(BENCH / "0003_target.png")
     face = detector.detect(photo)[0]
     crop_mesh = transform_points(face.mesh, eyes_to_crop(face.eyes))
-    tip_row = round(crop_mesh[NOSE_TIP, 1])
+    rows = np.arange(256)[:, None]
+    tip_row, eye_row = round(crop_mesh[NOSE_TIP, 1]), round(mesh_eyes(crop_mesh)[:, 1].mean())
     nose = np.zeros((256, 256), np.uint8)
     cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_BRIDGE)]).astype(np.int32)), 1)
-    top = np.nonzero(nose.any(axis=1))[0].min()
-    piece_top = (top + tip_row) // 2  # a white nose piece over the nose's lower half...
+    piece_top = (np.nonzero(nose.any(axis=1))[0].min() + tip_row) // 2
     crop = photo.copy()
-    crop[tip_row - 12 :, 60:196] = 235  # ...on a white mask
-    crop[piece_top:] = np.where(nose[piece_top:, :, None] > 0, 235, crop[piece_top:])
+    crop[tip_row - 12 :, 60:196] = 235  # a white mask...
+    crop[piece_top:] = np.where(nose[piece_top:, :, None] > 0, 235, crop[piece_top:])  # its nose piece
+    crop[eye_row - 4 : tip_row - 12, 66:92] = 235  # and its top edge on a cheek, up into the eye
     prob = np.zeros((256, 256), np.float32)
     prob[tip_row - 12 :, 60:196] = 1.0  # the segmenter saw the mask up to just above the nose tip
     config = BlendConfig(grow_px=0, feather_px=1)
-    off = BlendConfig(grow_px=0, feather_px=1, nose_piece_distance=None)
+    off = BlendConfig(grow_px=0, feather_px=1, mask_colour_distance=None)
     followed, plain = (
         plan_edit(prob, config, crop_mesh, crop=crop),
         plan_edit(prob, off, crop_mesh, crop=crop),
     )
-    piece = (nose > 0) & (np.arange(256)[:, None] >= piece_top)
-    assert (followed.weight[piece] >= 1).all()
-    assert not (plain.weight[piece & (np.arange(256)[:, None] < tip_row - 12)] > 0).any()
-    # The skin of the nose above the piece and everything beside the nose stay.
-    assert not followed.weight[: piece_top - 1].any()
-    assert np.array_equal(followed.weight[:, :100], plain.weight[:, :100])
     assert np.array_equal(followed.region, plain.region) and followed.edited == plain.edited
-    # A mask worn under the nose keeps the nose, however it is coloured.
+    piece = (nose > 0) & (rows >= piece_top)
+    cheek = np.zeros((256, 256), bool)
+    cheek[eye_row + EYE_CLEARANCE : tip_row - 12, 66:92] = True
+    assert (followed.weight[piece | cheek] >= 1).all()
+    assert not (plain.weight[(piece | cheek) & (rows < tip_row - 12)] > 0).any()
+    # The skin of the nose above the piece, the eye and lower lid, the other cheek stay.
+    assert not followed.weight[: piece_top - 1, 100:156].any()
+    assert not followed.weight[: eye_row + EYE_CLEARANCE - 1, :100].any()
+    assert np.array_equal(followed.weight[:, 156:], plain.weight[:, 156:])
+    # A mask worn under the nose keeps the nose and cheeks, however they are coloured.
     under = np.zeros((256, 256), np.float32)
     under[tip_row + 6 :, 60:196] = 1.0
     assert np.array_equal(

@@ -79,7 +79,7 @@ def test_a_bare_face_beside_masked_ones_is_left_alone_and_untouched(pipeline):
 @pytest.mark.parametrize("name", ["630.png", "1505.png"])
 def test_a_nose_piece_the_segmenter_stops_short_of_is_gone(pipeline, name):
     # A respirator's white nose piece (630) and a cloth mask's wire between the glasses (1505) rise
-    # above the predicted region; the hole follows them up the nose by their colour.
+    # above the predicted region; the hole follows them up the nose by the mask's colour.
     photo = load_rgb(REAL_MASKED / name)
     (face,) = pipeline.detect(photo)
     matrix = eyes_to_crop(face.eyes)
