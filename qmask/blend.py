@@ -143,9 +143,10 @@ def follow_mask_colour(
     x, y = np.round(crop_mesh[NOSE_TIP]).astype(int)
     if not (0 <= y < region.shape[0] and 0 <= x < region.shape[1]) or not region[y, x]:
         return erased
-    nose, face = np.zeros_like(region), np.zeros_like(region)
+    nose, face_outline = np.zeros_like(region), np.zeros_like(region)
     cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_BRIDGE)]).astype(np.int32)), 1)
-    cv2.fillPoly(face, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
+    cv2.fillPoly(face_outline, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
+    face = face_outline.copy()
     face[: round(float(mesh_eyes(crop_mesh)[:, 1].mean())) + EYE_CLEARANCE] = 0
     reach = nose | face
     if inside is not None:
@@ -154,7 +155,20 @@ def follow_mask_colour(
     if on_nose.sum() < 50:
         return erased
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-    near = np.linalg.norm(lab - np.median(lab[on_nose], axis=0), axis=-1) <= max_distance
+    eye_row = round(float(mesh_eyes(crop_mesh)[:, 1].mean()))
+    columns = np.nonzero(nose.any(axis=0))[0]
+    skin_band = np.zeros_like(region)
+    skin_band[max(0, eye_row - 25) : max(0, eye_row - 5), columns.min() : columns.max() + 1] = 1
+    skin_band &= 1 - erased
+    if inside is not None:
+        skin_band &= (inside > 0.5).astype(np.uint8)
+    mask_colour = np.median(lab[on_nose], axis=0)
+    to_mask = np.linalg.norm(lab - mask_colour, axis=-1)
+    near = to_mask <= max_distance
+    if skin_band.sum() >= 50:
+        # Skin as pale as the mask is no remnant: only pixels nearer the mask's colour than the
+        # skin's between the eyes join.
+        near &= to_mask < np.linalg.norm(lab - np.median(lab[skin_band.astype(bool)], axis=0), axis=-1)
     grown = erased | (reach & near.astype(np.uint8))
     _, labels = cv2.connectedComponents(grown)
     kept = np.isin(labels, np.unique(labels[erased.astype(bool)]))
