@@ -14,6 +14,11 @@ CROP_SIZE = 256
 # Where the eye centres land in the crop: 2.9 eye distances of room below the eyes, so masks
 # that reach well under the chin (and sideways up to the ears) fit inside the crop.
 CANONICAL_EYES = np.array([[100.0, 92.0], [156.0, 92.0]])
+# Where the training photos (UTKFace's aligned faces) lie in the crop, (x0, y0, x1, y1): the 10th
+# percentile of their left and top edges, the 90th of their right and bottom edges
+# (`python -m training.photo_window`). Beyond it a training crop is the photo's mirrored
+# surroundings.
+TRAINING_PHOTO_WINDOW = (44, 41, 213, 210)
 
 
 # Mesh indices of the eye corners: image-left eye (subject's right) then image-right eye.

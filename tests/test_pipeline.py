@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.reliability import faces_grid
+from qmask.align import TRAINING_PHOTO_WINDOW
 from qmask.blend import BlendConfig
 from qmask.model import save_networks
 from qmask.pipeline import NoFaceError, PipelineConfig, TooManyFacesError, UnmaskPipeline, UnmaskResult
@@ -74,12 +75,18 @@ def test_debug_results_show_what_each_stage_saw(pipeline):
     assert set(result.timings) >= {"detect", "align", "segment", "plan", "inpaint", "paste_back"}
 
 
-def test_an_inpainter_trained_with_the_surroundings_erased_gets_them_erased(tmp_path):
+def test_an_inpainter_trained_with_the_surroundings_erased_sees_only_what_its_training_crops_showed(tmp_path):
     crop = np.asarray(Image.fromarray(PHOTO).resize((256, 256)))
     inside = np.ones((1, 256, 256), np.float32)
     inside[:, 200:] = 0  # the photo ends under the chin; below it the crop is a mirror image
     mirror_changed = crop.copy()
     mirror_changed[200:] = 255 - mirror_changed[200:]
+    # The photo beside the head, beyond where the training photos lie in the crop.
+    x0, y0, x1, _ = TRAINING_PHOTO_WINDOW
+    beside_changed = crop.copy()
+    beside_changed[:, x1:] = 255 - beside_changed[:, x1:]
+    within_changed = crop.copy()
+    within_changed[y0 : y0 + 20, x0 + 20 : x1 - 20] = 255 - within_changed[y0 : y0 + 20, x0 + 20 : x1 - 20]
     prob = np.zeros((256, 256), np.float32)
     prob[120:190, 70:186] = 1.0
     painted = {}
@@ -90,6 +97,12 @@ def test_an_inpainter_trained_with_the_surroundings_erased_gets_them_erased(tmp_
         with UnmaskPipeline(PipelineConfig(weights=str(path))) as pipeline:
             assert pipeline.model.inpainter_erases_outside_photo == erases
             edit = pipeline.plan(prob)
-            painted[erases] = [pipeline.inpaint(c[None], [edit], inside)[0] for c in (crop, mirror_changed)]
-    assert not np.array_equal(*painted[False])  # it saw the mirror
-    assert np.array_equal(*painted[True])
+            painted[erases] = [
+                pipeline.inpaint(c[None], [edit], inside)[0]
+                for c in (crop, mirror_changed, beside_changed, within_changed)
+            ]
+    as_is, mirror, beside, within = painted[True]
+    assert not np.array_equal(painted[False][0], painted[False][1])  # it saw the mirror
+    assert not np.array_equal(painted[False][0], painted[False][2])  # and beside the head
+    assert np.array_equal(as_is, mirror) and np.array_equal(as_is, beside)
+    assert not np.array_equal(as_is, within)  # the face around the hole is its context

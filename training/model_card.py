@@ -127,8 +127,13 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         "segmenter": count_parameters(model.segmenter) / 1e6,
         "inpainter": count_parameters(model.inpainter) / 1e6,
     }
-    # Beyond the photo's edges the crop is its mirror image, which may show the mask.
-    erased = " and the crop's mirrored surroundings" if model.inpainter_erases_outside_photo else ""
+    # Beyond the photo's edges the crop is its mirror image, which may show the mask; beyond where
+    # the training photos lay, it saw no context (`qmask.align.TRAINING_PHOTO_WINDOW`).
+    erased = (
+        " and all but the part of the photo where its training photos lay"
+        if model.inpainter_erases_outside_photo
+        else ""
+    )
     lines = [
         "# QMask default model",
         "",
