@@ -57,9 +57,11 @@ class BlendConfig:
     # the segmenter often stops short of a respirator's nose piece or a mask's top edge under the
     # eyes, and the inpainter then continues the pale remnant down the nose or leaves it as a patch.
     mask_colour_distance: float | None = 25.0
-    # The painted face's colour (Lab a, b) is moved toward the skin above the edit by at most this
-    # much: the inpainter often paints a face greyer or greener than the person's (0: off).
-    max_colour_shift: float = 10.0
+    # The painted face's colour (Lab a, b) moved toward the skin above the edit by at most this much
+    # (0: off). Models 2.0 to 2.4 painted faces greyer or greener than the person's and needed it;
+    # shown only the training photos' window (model 2.5) the inpainter's colours are the person's,
+    # and the shift cost the frozen bench (LPIPS 0.1045 with 10, 0.1029 without), so it is off.
+    max_colour_shift: float = 0.0
 
 
 @dataclass

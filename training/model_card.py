@@ -156,8 +156,8 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         f"- Stage 2, `Inpainter` ({parameters['inpainter']:.2f}M parameters), the Pix2Pix generator: the",
         f"  crop with the hole{erased} erased plus the hole as a channel in, the whole face out, kept",
         "  inside the hole only, averaged with the mirrored crop's. It never sees a pixel of the mask. No",
-        "  blur afterwards; the face's colour is moved toward the skin above the edit (Lab chroma, at",
-        "  most 10 units), and grey and toned photos get the photo's tone.",
+        "  blur afterwards; grey and toned photos get the photo's tone. (Up to model 2.4 the face's",
+        "  colour was also moved toward the skin above the edit; `BlendConfig.max_colour_shift`.)",
         "",
     ]
     lines += training_section(meta)
