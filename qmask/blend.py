@@ -145,11 +145,11 @@ def follow_mask_colour(
     x, y = np.round(crop_mesh[NOSE_TIP]).astype(int)
     if not (0 <= y < region.shape[0] and 0 <= x < region.shape[1]) or not region[y, x]:
         return erased
-    nose, face_outline = np.zeros_like(region), np.zeros_like(region)
+    eye_row = round(float(mesh_eyes(crop_mesh)[:, 1].mean()))
+    nose, face = np.zeros_like(region), np.zeros_like(region)
     cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_BRIDGE)]).astype(np.int32)), 1)
-    cv2.fillPoly(face_outline, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
-    face = face_outline.copy()
-    face[: round(float(mesh_eyes(crop_mesh)[:, 1].mean())) + EYE_CLEARANCE] = 0
+    cv2.fillPoly(face, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
+    face[: eye_row + EYE_CLEARANCE] = 0
     reach = nose | face
     if inside is not None:
         reach &= (inside > 0.5).astype(np.uint8)
@@ -157,7 +157,6 @@ def follow_mask_colour(
     if on_nose.sum() < 50:
         return erased
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-    eye_row = round(float(mesh_eyes(crop_mesh)[:, 1].mean()))
     columns = np.nonzero(nose.any(axis=0))[0]
     skin_band = np.zeros_like(region)
     skin_band[max(0, eye_row - 25) : max(0, eye_row - 5), columns.min() : columns.max() + 1] = 1

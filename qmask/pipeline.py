@@ -175,8 +175,9 @@ class UnmaskPipeline:
         return plan_edit(mask_prob, self.config.blend, crop_mesh, inside, crop)
 
     def inpaint(self, crops: np.ndarray, edits: list[Edit], inside: np.ndarray | None = None) -> np.ndarray:
-        """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, coloured like
-        the skin above the edit and toned like the photo when it is monochrome. `inside` (N, 256,
+        """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, toned like the
+        photo when it is monochrome (and coloured like the skin above the edit where
+        `BlendConfig.max_colour_shift` is set). `inside` (N, 256,
         256) marks crop pixels that come from the photo, not from its mirrored surroundings
         (`inside_photo`); it helps tell grey photos and keeps mirrored pixels out of the colour.
         An inpainter trained with the surroundings erased (`QMaskModel.inpainter_erases_outside_photo`)
