@@ -53,7 +53,7 @@ def output_paths(inputs: list[Path], output: Path, folder_input: bool) -> list[P
 
 def debug_image(result: UnmaskResult) -> np.ndarray:
     """The output with face boxes, and per face: crop | mask probability | what the inpainter saw
-    (hole erased) | the crop as shown | blend weight."""
+    (what it got erased in grey) | the crop as shown | blend weight."""
     canvas = result.image.copy()
     for face in result.faces:
         x0, y0, x1, y1 = (round(v) for v in face.box)
@@ -74,7 +74,8 @@ def debug_image(result: UnmaskResult) -> np.ndarray:
         grey = [
             np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2) for m in (d.mask_prob, d.edit.weight)
         ]
-        erased = np.where(d.edit.hole[..., None] > 0, 128, d.crop).astype(np.uint8)
+        erased = d.edit.hole if d.erased is None else d.erased
+        erased = np.where(erased[..., None] > 0.5, 128, d.crop).astype(np.uint8)
         strips.append(np.hstack([d.crop, grey[0], erased, d.output, grey[1]]))
     if not strips:
         return canvas

@@ -100,6 +100,8 @@ class CropResult:
     mask_prob: np.ndarray  # segmenter's probabilities (256x256 float32)
     edit: Edit
     painted: np.ndarray | None  # the inpainter's face (toned like the photo), None when not edited
+    # What the inpainter got erased (256x256 float32, 1: erased), None when not edited
+    erased: np.ndarray | None = None
 
     @property
     def output(self) -> np.ndarray:
@@ -174,33 +176,37 @@ class UnmaskPipeline:
         crop's pixels from the photo, `crop` the crop the mask's colour is read from."""
         return plan_edit(mask_prob, self.config.blend, crop_mesh, inside, crop)
 
+    def inpainter_erased(self, holes: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
+        """What the inpainter gets erased ((N,) 256, 256 float32, 1: erased): the holes, and for an
+        inpainter trained with the surroundings erased (`QMaskModel.inpainter_erases_outside_photo`)
+        all its training crops never showed: the mirrored surroundings (`inside` < 0.5) and the
+        photo beyond `TRAINING_PHOTO_WINDOW`."""
+        if not self.model.inpainter_erases_outside_photo:
+            return holes
+        # Shown more of the photo than its training crops held (the neck, the collar, the background
+        # beside the head), it paints pale, blurred faces: on the frozen benchmark LPIPS 0.119 with
+        # the whole photo, 0.105 with this window.
+        seen = np.zeros(holes.shape[-2:], np.float32)
+        x0, y0, x1, y1 = (round(v * holes.shape[-1] / CROP_SIZE) for v in TRAINING_PHOTO_WINDOW)
+        seen[y0:y1, x0:x1] = 1
+        if inside is not None:
+            seen = seen * (inside > 0.5)
+        return np.maximum(holes, 1 - seen)
+
     def inpaint(self, crops: np.ndarray, edits: list[Edit], inside: np.ndarray | None = None) -> np.ndarray:
         """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, toned like the
         photo when it is monochrome (and coloured like the skin above the edit where
         `BlendConfig.max_colour_shift` is set). `inside` (N, 256,
         256) marks crop pixels that come from the photo, not from its mirrored surroundings
-        (`inside_photo`); it helps tell grey photos and keeps mirrored pixels out of the colour.
-        An inpainter trained with the surroundings erased (`QMaskModel.inpainter_erases_outside_photo`)
-        gets erased whatever its training crops never showed: the mirrored surroundings, and the
-        photo beyond `TRAINING_PHOTO_WINDOW`."""
+        (`inside_photo`); it helps tell grey photos, keeps mirrored pixels out of the colour, and
+        says what else the inpainter gets erased (`inpainter_erased`)."""
         holes = np.stack([edit.hole for edit in edits])
-        erased = holes
-        if self.model.inpainter_erases_outside_photo:
-            # Shown more of the photo than its training crops held (the neck, the collar, the
-            # background beside the head), it paints pale, blurred faces: on the frozen benchmark
-            # LPIPS 0.119 with the whole photo, 0.105 with this window.
-            seen = np.zeros(holes.shape[1:], np.float32)
-            x0, y0, x1, y1 = (round(v * holes.shape[-1] / CROP_SIZE) for v in TRAINING_PHOTO_WINDOW)
-            seen[y0:y1, x0:x1] = 1
-            if inside is not None:
-                seen = seen * (inside > 0.5)
-            erased = np.maximum(holes, 1 - seen)
         painted = self._batched(
             lambda c, h: run_inpainter(
                 self.model.inpainter, c, h, self.device, self.config.mirror_inpaint, self.bf16
             ),
             crops,
-            erased,
+            self.inpainter_erased(holes, inside),
         )
         # The photo's own pixels: outside the hole (which may be coloured mask) and inside the photo.
         photo = holes < 0.5
@@ -237,7 +243,15 @@ class UnmaskPipeline:
                 )
             painted = dict(zip(chosen, faces, strict=True))
         return [
-            CropResult(crop=crop, mask_prob=prob, edit=edit, painted=painted.get(i))
+            CropResult(
+                crop=crop,
+                mask_prob=prob,
+                edit=edit,
+                painted=painted.get(i),
+                erased=None
+                if i not in painted
+                else self.inpainter_erased(edit.hole, None if inside is None else inside[i]),
+            )
             for i, (crop, prob, edit) in enumerate(zip(crops, probs, edits, strict=True))
         ]
 

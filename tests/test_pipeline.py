@@ -72,6 +72,8 @@ def test_debug_results_show_what_each_stage_saw(pipeline):
     outside, inside = crop.edit.weight == 0, crop.edit.weight == 1
     assert np.array_equal(crop.output[outside], crop.crop[outside])
     assert np.array_equal(crop.output[inside], crop.painted[inside])
+    # The tiny model's inpainter was not trained with the surroundings erased: it gets the hole only.
+    assert np.array_equal(crop.erased, crop.edit.hole)
     assert set(result.timings) >= {"detect", "align", "segment", "plan", "inpaint", "paste_back"}
 
 
@@ -97,6 +99,10 @@ def test_an_inpainter_trained_with_the_surroundings_erased_sees_only_what_its_tr
         with UnmaskPipeline(PipelineConfig(weights=str(path))) as pipeline:
             assert pipeline.model.inpainter_erases_outside_photo == erases
             edit = pipeline.plan(prob)
+            erased = pipeline.inpainter_erased(edit.hole, inside[0])
+            assert (erased >= edit.hole).all()
+            assert erased[200:].all() == erases and erased[:, x1:].all() == erases  # mirror, beside
+            assert not erased[y0 + 5, x0 + 40]  # the forehead stays
             painted[erases] = [
                 pipeline.inpaint(c[None], [edit], inside)[0]
                 for c in (crop, mirror_changed, beside_changed, within_changed)
