@@ -151,8 +151,8 @@ def follow_mask_colour(
     cv2.fillPoly(face, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
     face[: eye_row + EYE_CLEARANCE] = 0
     reach = nose | face
-    if inside is not None:
-        reach &= (inside > 0.5).astype(np.uint8)
+    photo = np.ones_like(region) if inside is None else (inside > 0.5).astype(np.uint8)
+    reach &= photo
     on_nose = (nose & reach & region).astype(bool)
     if on_nose.sum() < 50:
         return erased
@@ -160,9 +160,7 @@ def follow_mask_colour(
     columns = np.nonzero(nose.any(axis=0))[0]
     skin_band = np.zeros_like(region)
     skin_band[max(0, eye_row - 25) : max(0, eye_row - 5), columns.min() : columns.max() + 1] = 1
-    skin_band &= 1 - erased
-    if inside is not None:
-        skin_band &= (inside > 0.5).astype(np.uint8)
+    skin_band &= (1 - erased) & photo
     mask_colour = np.median(lab[on_nose], axis=0)
     to_mask = np.linalg.norm(lab - mask_colour, axis=-1)
     near = to_mask <= max_distance

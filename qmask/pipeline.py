@@ -193,20 +193,29 @@ class UnmaskPipeline:
             seen = seen * (inside > 0.5)
         return np.maximum(holes, 1 - seen)
 
-    def inpaint(self, crops: np.ndarray, edits: list[Edit], inside: np.ndarray | None = None) -> np.ndarray:
+    def inpaint(
+        self,
+        crops: np.ndarray,
+        edits: list[Edit],
+        inside: np.ndarray | None = None,
+        erased: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, toned like the
         photo when it is monochrome (and coloured like the skin above the edit where
         `BlendConfig.max_colour_shift` is set). `inside` (N, 256,
         256) marks crop pixels that come from the photo, not from its mirrored surroundings
         (`inside_photo`); it helps tell grey photos, keeps mirrored pixels out of the colour, and
-        says what else the inpainter gets erased (`inpainter_erased`)."""
+        says what else the inpainter gets erased: `erased`, `inpainter_erased` of the holes and
+        `inside`, worked out here unless the caller has it already."""
         holes = np.stack([edit.hole for edit in edits])
+        if erased is None:
+            erased = self.inpainter_erased(holes, inside)
         painted = self._batched(
             lambda c, h: run_inpainter(
                 self.model.inpainter, c, h, self.device, self.config.mirror_inpaint, self.bf16
             ),
             crops,
-            self.inpainter_erased(holes, inside),
+            erased,
         )
         # The photo's own pixels: outside the hole (which may be coloured mask) and inside the photo.
         photo = holes < 0.5
@@ -236,22 +245,18 @@ class UnmaskPipeline:
             ]
         chosen = [i for i, edit in enumerate(edits) if edit.edited]
         painted: dict[int, np.ndarray] = {}
+        erased: dict[int, np.ndarray] = {}
         if chosen:
             with timer("inpaint"):
-                faces = self.inpaint(
-                    crops[chosen], [edits[i] for i in chosen], None if inside is None else inside[chosen]
+                chosen_inside = None if inside is None else inside[chosen]
+                chosen_erased = self.inpainter_erased(
+                    np.stack([edits[i].hole for i in chosen]), chosen_inside
                 )
+                faces = self.inpaint(crops[chosen], [edits[i] for i in chosen], chosen_inside, chosen_erased)
             painted = dict(zip(chosen, faces, strict=True))
+            erased = dict(zip(chosen, chosen_erased, strict=True))
         return [
-            CropResult(
-                crop=crop,
-                mask_prob=prob,
-                edit=edit,
-                painted=painted.get(i),
-                erased=None
-                if i not in painted
-                else self.inpainter_erased(edit.hole, None if inside is None else inside[i]),
-            )
+            CropResult(crop=crop, mask_prob=prob, edit=edit, painted=painted.get(i), erased=erased.get(i))
             for i, (crop, prob, edit) in enumerate(zip(crops, probs, edits, strict=True))
         ]
 
