@@ -168,9 +168,9 @@ def test_batch_answers_each_request_and_runs_each_network_once(handler, context,
         calls.append(len(crops))
         return segment(crops)
 
-    def counting_inpaint(crops, edits, inside=None):
+    def counting_inpaint(crops, edits, inside=None, erased=None):
         calls.append(len(crops))
-        return inpaint(crops, edits, inside)
+        return inpaint(crops, edits, inside, erased)
 
     monkeypatch.setattr(handler.pipeline, "segment", counting_segment)
     monkeypatch.setattr(handler.pipeline, "inpaint", counting_inpaint)
