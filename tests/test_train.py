@@ -18,7 +18,7 @@ from qmask.align import eyes_to_crop, mesh_eyes, warp_to_crop
 from qmask.model import load_model, read_networks
 from tests.conftest import REPO, TINY_SEGMENTER, UTKFACE
 from training.data import to_tensor
-from training.export import export
+from training.export import export, read_stage
 from training.landmarks import compute_landmarks, list_images
 from training.pack import FacePack, build_pack
 from training.train import TrainConfig, build_dataset, build_step, learning_rate, train
@@ -300,3 +300,22 @@ def test_with_erase_outside_photo_the_inpainter_never_sees_the_mirrored_surround
             )
             conditions.append(step.last["condition"])
         assert torch.equal(*conditions) == same
+
+
+def test_ema_decay_exports_the_average_of_the_weights_and_resumes_it(tmp_path, tiny_pack, capsys):
+    start = train(tiny_config(tmp_path / "start", tiny_pack, steps=1))
+    start_state = read_networks(start)[0]["inpainter"][1]
+    out = tmp_path / "ema"
+    train(tiny_config(out, tiny_pack, steps=2, init_from=str(start), ema_decay=0.5))
+    averaged = train(tiny_config(out, tiny_pack, steps=3, init_from=str(start), ema_decay=0.5))
+    assert "resumed from" in capsys.readouterr().out
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    last, ema_state = checkpoint["networks"]["inpainter"], read_networks(averaged)[0]["inpainter"][1]
+    key = next(k for k in start_state if k.endswith(".weight") and start_state[k].ndim == 4)
+    # The export is the average kept over all three steps (resumed with the run), not the last
+    # step's weights (model files hold fp16): with decay 0.5 it has gone most of the way there.
+    assert torch.allclose(checkpoint["ema"][key], ema_state[key], atol=1e-3)
+    moved, ema_moved = (last[key] - start_state[key]).norm(), (ema_state[key] - start_state[key]).norm()
+    assert 0.3 * moved < ema_moved < 0.95 * moved
+    # A run folder's checkpoint is read for its average too, as the run will export it.
+    assert torch.equal(read_stage(out, "inpainter")[0].state_dict()[key], checkpoint["ema"][key])

@@ -26,7 +26,9 @@ def read_stage(path: Path, stage: str) -> tuple[torch.nn.Module, dict]:
     if path.is_dir():
         config = yaml.safe_load((path / "config.yaml").read_text())
         ckpt = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
-        net = build_network(stage, UNetConfig(**config["network"]), ckpt["networks"][stage])
+        # A run with `ema_decay` exports its weights' average, so its checkpoint is read the same way.
+        state = ckpt["ema"] if "ema" in ckpt else ckpt["networks"][stage]
+        net = build_network(stage, UNetConfig(**config["network"]), state)
         record = {"steps": ckpt["step"], "minutes": round(ckpt["elapsed_s"] / 60, 1), "config": config}
         return net, record | {"commit": ckpt.get("commit"), "from_checkpoint": True}
     found, meta = read_networks(path)

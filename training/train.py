@@ -14,6 +14,7 @@ inpainter's run also `discriminator.pt`, for a later fine-tune to start its crit
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -91,6 +92,11 @@ class TrainConfig:
     # Inpainter: VGG16's convs as an .npz (python -m training.perceptual) instead of the asset file,
     # for machines that cannot take the whole file along (a lent GPU machine).
     perceptual_weights: str | None = None
+    # Keep an exponential moving average of the trained stage's weights with this decay per step
+    # (None: off) and export it instead of the last step's weights. A GAN's generator wanders from
+    # step to step; the average keeps what the steps agree on (as StyleGAN and most diffusion
+    # models ship). It starts at the initial weights, so a fine-tune's average leans on them early.
+    ema_decay: float | None = None
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -166,6 +172,18 @@ def learning_rate(cfg: TrainConfig, step: int, elapsed_s: float) -> float:
     if cfg.lr_decay_from is None or progress <= cfg.lr_decay_from:
         return cfg.lr
     return cfg.lr * max(0.0, 1 - progress) / (1 - cfg.lr_decay_from)
+
+
+@torch.no_grad()
+def update_average(average: torch.nn.Module, network: torch.nn.Module, decay: float) -> None:
+    """Move `average`'s weights and float buffers (BatchNorm's running statistics, which must suit
+    the averaged weights) toward `network`'s by 1 - decay; counters are copied."""
+    mine, theirs = average.state_dict(), network.state_dict()
+    for name, value in mine.items():
+        if value.is_floating_point():
+            value.lerp_(theirs[name], 1 - decay)
+        else:
+            value.copy_(theirs[name])
 
 
 def git_commit() -> str | None:
@@ -259,6 +277,12 @@ def train(cfg: TrainConfig) -> Path:
         elapsed_before = ckpt.get("elapsed_s", 0.0)
         if main_process:
             print(f"resumed from {ckpt_path} at step {step}")
+    # The average lives beside the networks on every rank (each sees the same synchronised weights).
+    ema = None
+    if cfg.ema_decay is not None:
+        ema = copy.deepcopy(networks[cfg.stage]).requires_grad_(False)
+        if ckpt_path.exists() and "ema" in ckpt:
+            ema.load_state_dict(ckpt["ema"])
     models = {name: DistributedDataParallel(net) if world > 1 else net for name, net in networks.items()}
 
     def checkpoint(step: int, epoch: int, elapsed: float) -> None:
@@ -271,6 +295,8 @@ def train(cfg: TrainConfig) -> Path:
                 "elapsed_s": elapsed,
                 "commit": commit,
             }
+            if ema is not None:
+                state["ema"] = ema.state_dict()
             torch.save(state, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)  # a kill mid-save keeps the last one
 
@@ -295,6 +321,8 @@ def train(cfg: TrainConfig) -> Path:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         frozen = {"generator_frozen": True} if step < cfg.discriminator_warmup else {}
         metrics = step_fn(batch, models, optimizers, autocast, **frozen)
+        if ema is not None:
+            update_average(ema, networks[cfg.stage], cfg.ema_decay)
         step += 1
         seen += len(batch["image"]) * world
         bar.update(1)
@@ -332,7 +360,7 @@ def train(cfg: TrainConfig) -> Path:
                 "config": config_record,
             }
         }
-        save_networks(exported, {cfg.stage: networks[cfg.stage].cpu()}, meta)
+        save_networks(exported, {cfg.stage: (ema if ema is not None else networks[cfg.stage]).cpu()}, meta)
         if "discriminator" in networks:  # for a later fine-tune's `discriminator_from`
             critic = networks["discriminator"].cpu().state_dict()
             torch.save(
