@@ -53,6 +53,8 @@ def training_section(meta: dict) -> list[str]:
         if record.get("processes"):
             steps += f" x {record['processes']} process(es)"
         where = f"{record.get('minutes', '?')} minutes on {record.get('device', 'cpu')}"
+        if config.get("ema_decay") is not None:
+            steps += f", weights averaged over the steps (EMA decay {config['ema_decay']})"
         lines.append(
             f"- **{stage}** ({source}): {steps}, {where}; code at commit "
             f"`{record.get('commit') or 'unknown'}`; run `{config.get('out_dir', '?')}`, init_from "
