@@ -6,8 +6,9 @@
 One YAML file sets every field of `TrainConfig` (see training/configs/); `stage` says which
 network it trains. A run folder gets `config.yaml`, `log.jsonl` (losses, images/s), sample grids
 `samples/step_*.png`, `checkpoint.pt` (resumed automatically when the run is started again) and
-the stage's weights `STAGE.pt` with the whole config and the git commit it was trained from (an
-inpainter's run also `discriminator.pt`, for a later fine-tune to start its critic from).
+the stage's weights `STAGE.pt` (with `ema_decay`, their average over the steps) with the whole
+config and the git commit it was trained from (an inpainter's run also `discriminator.pt`, for a
+later fine-tune to start its critic from).
 `python -m training.export` joins a segmenter and an inpainter into a shippable model.
 """
 
