@@ -319,3 +319,12 @@ def test_ema_decay_exports_the_average_of_the_weights_and_resumes_it(tmp_path, t
     assert 0.3 * moved < ema_moved < 0.95 * moved
     # A run folder's checkpoint is read for its average too, as the run will export it.
     assert torch.equal(read_stage(out, "inpainter")[0].state_dict()[key], checkpoint["ema"][key])
+
+
+def test_a_run_is_not_resumed_with_other_settings_but_may_get_more_budget(tmp_path, tiny_pack):
+    out = tmp_path / "run"
+    train(tiny_config(out, tiny_pack, steps=1))
+    with pytest.raises(ValueError, match="lr differ"):
+        train(tiny_config(out, tiny_pack, steps=2, lr=1e-5))
+    train(tiny_config(out, tiny_pack, steps=2, max_minutes=5))
+    assert [r["step"] for r in read_log(out)] == [1, 2]

@@ -5,10 +5,11 @@
 
 One YAML file sets every field of `TrainConfig` (see training/configs/); `stage` says which
 network it trains. A run folder gets `config.yaml`, `log.jsonl` (losses, images/s), sample grids
-`samples/step_*.png`, `checkpoint.pt` (resumed automatically when the run is started again) and
-the stage's weights `STAGE.pt` (with `ema_decay`, their average over the steps) with the whole
-config and the git commit it was trained from (an inpainter's run also `discriminator.pt`, for a
-later fine-tune to start its critic from).
+`samples/step_*.png`, `checkpoint.pt` (resumed automatically when the run is started again with
+the same settings; only the budget and logging may change) and the stage's weights `STAGE.pt`
+(with `ema_decay`, their average over the steps) with the whole config and the git commit it was
+trained from (an inpainter's run also `discriminator.pt`, for a later fine-tune to start its
+critic from).
 `python -m training.export` joins a segmenter and an inpainter into a shippable model.
 """
 
@@ -187,6 +188,33 @@ def update_average(average: torch.nn.Module, network: torch.nn.Module, decay: fl
             value.copy_(theirs[name])
 
 
+# What a run may be resumed with changed: its budget and bookkeeping, not what it learns from or how.
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "max_minutes", "threads", "num_workers", "log_every", "sample_every", "checkpoint_every"}
+    | {"out_dir", "perceptual_weights"}
+)
+
+
+def check_resumable(out: Path, config_record: dict) -> None:
+    """Refuse to resume the run in `out` with other settings than it was started with: the
+    checkpoint would silently carry on the old run (its weights, not `init_from`'s) under the new
+    settings. Raising the budget (`max_minutes`, `steps`) is fine."""
+    saved_path = out / "config.yaml"
+    if not (out / "checkpoint.pt").exists() or not saved_path.exists():
+        return
+    saved = yaml.safe_load(saved_path.read_text()) or {}
+    changed = sorted(
+        key
+        for key in saved.keys() | config_record.keys()
+        if key not in RESUMABLE_CHANGES and saved.get(key) != config_record.get(key)
+    )
+    if changed:
+        raise ValueError(
+            f"{out} holds a run started with other settings ({', '.join(changed)} differ): resume it "
+            "with its own config.yaml, or give this run a new out_dir"
+        )
+
+
 def git_commit() -> str | None:
     """The commit the code was trained from, with "+changes" when the tree differed from it."""
     repo = Path(__file__).resolve().parents[1]
@@ -233,6 +261,7 @@ def train(cfg: TrainConfig) -> Path:
     main_process = rank == 0
     config_record = json.loads(json.dumps(asdict(cfg) | {"network": asdict(cfg.network_config)}))
     commit = git_commit()
+    check_resumable(out, config_record)
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(yaml.safe_dump(config_record))
