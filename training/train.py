@@ -190,8 +190,17 @@ def update_average(average: torch.nn.Module, network: torch.nn.Module, decay: fl
 
 # What a run may be resumed with changed: its budget and bookkeeping, not what it learns from or how.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "max_minutes", "threads", "num_workers", "log_every", "sample_every", "checkpoint_every"}
-    | {"out_dir", "perceptual_weights"}
+    {
+        "steps",
+        "max_minutes",
+        "threads",
+        "num_workers",
+        "out_dir",
+        "perceptual_weights",
+        "log_every",
+        "sample_every",
+        "checkpoint_every",
+    }
 )
 
 
@@ -307,9 +316,9 @@ def train(cfg: TrainConfig) -> Path:
         elapsed_before = ckpt.get("elapsed_s", 0.0)
         if main_process:
             print(f"resumed from {ckpt_path} at step {step}")
-    # The average lives beside the networks on every rank (each sees the same synchronised weights).
+    # The average is kept where it is saved: the main process (every rank's weights are the same).
     ema = None
-    if cfg.ema_decay is not None:
+    if cfg.ema_decay is not None and main_process:
         ema = copy.deepcopy(networks[cfg.stage]).requires_grad_(False)
         if ckpt_path.exists() and "ema" in ckpt:
             ema.load_state_dict(ckpt["ema"])
