@@ -96,19 +96,22 @@ def test_resume_continues_from_the_checkpoint(tmp_path, tiny_pack, capsys):
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
 
 
-def test_ddp_with_two_cpu_processes_on_gloo(tmp_path, tiny_pack):
+def test_ddp_with_two_cpu_processes_on_gloo_resuming_a_one_process_run(tmp_path, tiny_pack):
     out = tmp_path / "ddp"
+    cfg = tiny_config(out, tiny_pack, steps=2, threads=1)
+    train(cfg)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "training.train", "--config", str(TINY),
-        "--set", f"out_dir={out}", "steps=3", "threads=1", f"data={{pack: '{tiny_pack}'}}",
+        "-m", "training.train", "--config", str(out / "config.yaml"), "--set", "steps=3", "threads=1",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout
     assert read_log(out)[-1]["step"] == 3
-    assert (out / "inpainter.pt").is_file()
+    # Two steps in one process, then one in two: the faces seen are counted across the restart.
+    meta = read_networks(out / "inpainter.pt")[1]["training"]
+    assert meta["processes"] == 2 and meta["images_seen"] == 2 * cfg.batch_size + 2 * cfg.batch_size
 
 
 def test_learning_rate_is_constant_then_decays_linearly_to_zero_over_the_budget():

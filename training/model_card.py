@@ -51,7 +51,9 @@ def training_section(meta: dict) -> list[str]:
         steps = f"{record.get('steps', '?')} steps of batch {config.get('batch_size', '?')}"
         # A checkpoint does not record how many processes wrote it (a run may be resumed with more).
         if record.get("processes"):
-            steps += f" x {record['processes']} process(es)"
+            steps += f" x {record['processes']} process(es) at the end"
+        if record.get("images_seen"):
+            steps += f", {record['images_seen']:,} faces in all"
         where = f"{record.get('minutes', '?')} minutes on {record.get('device', 'cpu')}"
         if config.get("ema_decay") is not None:
             steps += f", weights averaged over the steps (EMA decay {config['ema_decay']})"

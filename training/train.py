@@ -283,7 +283,7 @@ def train(cfg: TrainConfig) -> Path:
         name: torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.betas) for name, net in networks.items()
     }
 
-    step, start_epoch, elapsed_before = 0, 0, 0.0
+    step, start_epoch, elapsed_before, images_before = 0, 0, 0.0, 0
     ckpt_path = out / "checkpoint.pt"
     if cfg.init_from and not ckpt_path.exists():
         shipped, _ = read_networks(Path(cfg.init_from))
@@ -314,6 +314,8 @@ def train(cfg: TrainConfig) -> Path:
         step, start_epoch = ckpt["step"], ckpt["epoch"]
         # The wall-clock budget counts the time before the restart too.
         elapsed_before = ckpt.get("elapsed_s", 0.0)
+        # Faces seen so far: a run may be resumed with another number of processes.
+        images_before = ckpt.get("images_seen", step * cfg.batch_size * world)
         if main_process:
             print(f"resumed from {ckpt_path} at step {step}")
     # The average is kept where it is saved: the main process (every rank's weights are the same).
@@ -332,6 +334,7 @@ def train(cfg: TrainConfig) -> Path:
                 "step": step,
                 "epoch": epoch,
                 "elapsed_s": elapsed,
+                "images_seen": images_before + seen,
                 "commit": commit,
             }
             if ema is not None:
@@ -391,7 +394,7 @@ def train(cfg: TrainConfig) -> Path:
         meta = {
             "training": {
                 "steps": step,
-                "images_seen": step * cfg.batch_size * world,
+                "images_seen": images_before + seen,
                 "minutes": round((time.time() - started) / 60, 1),
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "processes": world,
