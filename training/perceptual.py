@@ -175,7 +175,8 @@ class LPIPS(nn.Module):
 
 
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    # A copy: images read by the frozen bench's scorer are read-only arrays, which torch will not wrap.
+    return torch.tensor(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
 def main() -> None:
