@@ -211,7 +211,8 @@ class MultiScaleDiscriminator(nn.Module):
 
 def _to_input(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1] on `device`."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    # A writable copy: callers pass read-only and flipped (negative-stride) arrays, which torch cannot wrap.
+    x = torch.from_numpy(np.array(images)).to(device)
     return x.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
@@ -267,7 +268,7 @@ def run_inpainter(
     runs the network in bf16 autocast (see `supports_bf16`).
     """
     x = _to_input(crops, device)
-    hole = torch.from_numpy(np.ascontiguousarray(holes, dtype=np.float32)).to(device)[:, None]
+    hole = torch.from_numpy(np.array(holes, dtype=np.float32)).to(device)[:, None]
     if mirror_average:
         x, hole = torch.cat([x, x.flip(-1)]), torch.cat([hole, hole.flip(-1)])
     with _autocast(device, bf16):

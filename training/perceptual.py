@@ -176,7 +176,7 @@ class LPIPS(nn.Module):
 
 def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     # A copy: images read by the frozen bench's scorer are read-only arrays, which torch will not wrap.
-    return torch.tensor(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
 def main() -> None:
