@@ -76,7 +76,7 @@ pack: setup
 
 # What a lent GPU machine gets along (it cannot see ../shared; 64 MiB in all with the tracked
 # files): as many training faces as fit in GPU_PACK_MIB, and VGG16's convs up to relu3_3. Then
-# training/gpu_train.sh there (README, "Training on a GPU").
+# training/gpu_train.sh there (README, "Training").
 GPU_PACK_MIB ?= 36
 gpu-pack: setup
 	$(BIN)/python -m training.pack $(DATA)/train/utkface cache/utkface.npz cache/gpu/pack.npz --max-mib $(GPU_PACK_MIB)
