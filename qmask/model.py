@@ -3,8 +3,9 @@
 Stage 1, `Segmenter`: where is the mask on the aligned face crop (one logit per pixel).
 Stage 2, `Inpainter`: the Pix2Pix generator. It gets the crop with the hole (the grown mask
 region) erased and the hole as a fourth channel, and paints the whole face; the pipeline keeps its
-output inside the hole only. It never sees a pixel of the mask, so neither the mask's colour nor
-its print can leak into the new lower face, and it is trained on bare faces with mask-shaped holes.
+output inside the hole and a feathered edge around it. It never sees a pixel of the mask, so
+neither the mask's colour nor its print can leak into the new lower face, and it is trained on bare
+faces with mask-shaped holes.
 
 Both are the same `FoldedUNet`: to run well under 100 ms per face on two CPU cores, the 256x256
 input is folded into 128x128 by a pixel unshuffle and unfolded again at the end, and the middle
@@ -307,10 +308,6 @@ class QMaskModel:
     segmenter: Segmenter
     inpainter: Inpainter
     meta: dict
-
-    @property
-    def configs(self) -> dict[str, UNetConfig]:
-        return {"segmenter": self.segmenter.config, "inpainter": self.inpainter.config}
 
     @property
     def inpainter_erases_outside_photo(self) -> bool:

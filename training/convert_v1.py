@@ -21,7 +21,6 @@ from qmask.model import INPAINTER, Inpainter, save_networks
 
 # PixelUnshuffle(2) turns channel c into channels 4c..4c+3, and PixelShuffle(2) gathers output
 # channel c from channels 4c..4c+3; so RGB are input channels 0-11 and output channels 4-15 of 1.1.
-_OLD_FOLDED_INPUTS = 12
 
 
 def convert(old_path: Path) -> Inpainter:

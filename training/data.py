@@ -114,8 +114,8 @@ def jittered_eyes(eyes: np.ndarray, rng: np.random.Generator, config: DataConfig
 
 
 class _PackDataset(Dataset):
-    def __init__(self, pack: FacePack, config: DataConfig, seed: int = 0, augment: bool = True) -> None:
-        self.pack, self.config, self.seed, self.augment, self.epoch = pack, config, seed, augment, 0
+    def __init__(self, pack: FacePack, config: DataConfig, seed: int = 0) -> None:
+        self.pack, self.config, self.seed, self.epoch = pack, config, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         """New masks, holes and jitter every epoch, reproducibly."""
@@ -129,13 +129,13 @@ class _PackDataset(Dataset):
 
     def _matrix(self, mesh: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         eyes = mesh_eyes(mesh)
-        return eyes_to_crop(jittered_eyes(eyes, rng, self.config) if self.augment else eyes)
+        return eyes_to_crop(jittered_eyes(eyes, rng, self.config))
 
     def _finish(self, rng: np.random.Generator, images: list[np.ndarray], planes: list[np.ndarray]):
         """The same flip for every image and plane, the same grey for every image."""
-        if self.augment and self.config.flip and rng.random() < 0.5:
+        if self.config.flip and rng.random() < 0.5:
             images, planes = [im[:, ::-1] for im in images], [p[:, ::-1] for p in planes]
-        if self.augment and rng.random() < self.config.grayscale:
+        if rng.random() < self.config.grayscale:
             images = [to_gray(im) for im in images]
         return [to_tensor(im) for im in images], [to_plane(p) for p in planes]
 
@@ -144,22 +144,20 @@ class MaskedFaceDataset(_PackDataset):
     """Items: `image` the masked crop (3x256x256 in [-1, 1]), `alpha` the mask's coverage and
     `inside` the weight of pixels inside the photo, not its surroundings (1x256x256 in [0, 1])."""
 
-    def __init__(
-        self, pack: FacePack, renderer: MaskRenderer, config: DataConfig, seed: int = 0, augment: bool = True
-    ) -> None:
-        super().__init__(pack, config, seed, augment)
+    def __init__(self, pack: FacePack, renderer: MaskRenderer, config: DataConfig, seed: int = 0) -> None:
+        super().__init__(pack, config, seed)
         self.renderer = renderer
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self._rng(index)
-        if self.augment and rng.random() < self.config.not_a_face:
+        if rng.random() < self.config.not_a_face:
             return self._not_a_face(rng)
         rgb, mesh = self.pack.image(index), self.pack.mesh(index)
-        bare = self.augment and rng.random() < self.config.unmasked
+        bare = rng.random() < self.config.unmasked
         matrix = self._matrix(mesh, rng)
         inside = inside_photo(rgb.shape, matrix)
         mirrored = rng.random() < self.config.mirrored
-        if self.augment and self.config.foreign_surroundings and not mirrored:
+        if self.config.foreign_surroundings and not mirrored:
             rgb, mesh, matrix = self._on_canvas(rgb, mesh, matrix, self._surroundings(rng))
         if bare:
             drawn = RenderedMask(image=rgb, alpha=np.zeros(rgb.shape[:2], np.float32), kind="none")
@@ -167,7 +165,7 @@ class MaskedFaceDataset(_PackDataset):
             drawn = self.renderer.render(rgb, mesh, rng)
         masked = warp_to_crop(drawn.image, matrix)
         alpha = warp_to_crop(drawn.alpha, matrix)
-        if self.augment and rng.random() < self.config.low_resolution:
+        if rng.random() < self.config.low_resolution:
             masked = self._low_resolution(masked, rng)
         (image,), (alpha_t, inside_t) = self._finish(rng, [masked], [alpha, inside])
         return {"image": image, "alpha": alpha_t, "inside": inside_t}
