@@ -21,8 +21,7 @@ import urllib.parse
 import urllib.request
 
 from serve.archive import MODEL_NAME
-
-DEFAULT_URL = "http://127.0.0.1:8081"
+from serve.health import DEFAULT_URL
 
 
 def _version_key(version: str) -> tuple:

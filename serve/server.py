@@ -27,9 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from serve.archive import DEFAULT_STORE, MODEL_CONFIGS, MODEL_NAME, model_card_version
+from serve.archive import DEFAULT_STORE, MODEL_CONFIGS, MODEL_NAME, REPO, model_card_version
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "serve" / "config.properties"
 DEFAULT_STATE = REPO / "out" / "serve"
 TORCHSERVE = Path(sys.executable).with_name("torchserve")

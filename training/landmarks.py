@@ -16,12 +16,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from qmask.faces import FaceDetector
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+from qmask.imageio import FORMAT_BY_SUFFIX
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FORMAT_BY_SUFFIX)
 
 
 def compute_landmarks(files: list[Path]) -> tuple[list[str], np.ndarray]:

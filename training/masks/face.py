@@ -6,13 +6,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from qmask.align import mesh_eyes
+
 # MediaPipe face-mesh indices.
 NOSE_BRIDGE = (168, 6, 197, 195, 5)
 NOSE_TIP = 1
 CHIN = 152
 MOUTH_CORNERS = (61, 291)
 EAR_SIDES = (234, 454)
-EYE_CORNERS = ((33, 133), (362, 263))
 # Both lids of both eyes: the top edge of a mask stays below all of them.
 EYE_CONTOURS = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246,
                 362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398)  # fmt: skip
@@ -39,7 +40,7 @@ class Face:
 
     def __init__(self, mesh: np.ndarray, misplace: np.ndarray | None = None) -> None:
         mesh = np.asarray(mesh, dtype=np.float64)[:, :2]
-        eyes = np.array([(mesh[i] + mesh[j]) / 2 for i, j in EYE_CORNERS])
+        eyes = mesh_eyes(mesh)
         d = eyes[1] - eyes[0]
         self.iod = max(float(np.hypot(*d)), 1.0)
         c, s = d / self.iod
@@ -58,7 +59,7 @@ class Face:
         hull = cv2.convexHull(self.pts.astype(np.float32))[:, 0].astype(np.float64)
         self._edges = (hull, np.roll(hull, -1, axis=0))
         self.top, self.bottom = hull[:, 1].min(), hull[:, 1].max()
-        eye_mid = (self.true[33] + self.true[133] + self.true[362] + self.true[263]) / 4
+        eye_mid = mesh_eyes(self.true).mean(axis=0)
         # The nose tip moves about 0.75 iod sideways per radian of yaw (measured on UTKFace).
         r = (self.true[NOSE_TIP, 0] - eye_mid[0]) / self.iod
         self.yaw = float(np.degrees(np.arcsin(np.clip(r / 0.75, -1.0, 1.0))))  # + nose to image right
