@@ -4,8 +4,9 @@ From the segmenter's mask probabilities to an `Edit`: the solid mask region (hol
 pieces that reach the mouth area), whether the face is edited at all, the region widened to the
 face's outline from the mesh (a mask runs from cheek to cheek), the blend weight (the region grown
 at full weight, then feathered) and the hole the inpainter paints (where the weight is 1).
-Then the painted face's colour is matched to the skin above the edit, and toned like the photo
-when the photo is monochrome.
+Then the painted face is toned like the photo when the photo is monochrome (and, where
+`BlendConfig.max_colour_shift` is set, as models 2.0 to 2.4 needed, its colour is moved toward the
+skin above the edit).
 """
 
 from __future__ import annotations

@@ -159,9 +159,10 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         "  followed up the nose and under the eyes, grown 5 px at full weight and feathered over 4 px.",
         f"- Stage 2, `Inpainter` ({parameters['inpainter']:.2f}M parameters), the Pix2Pix generator: the",
         f"  crop with the hole{erased} erased plus the hole as a channel in, the whole face out, kept",
-        "  inside the hole only, averaged with the mirrored crop's. It never sees a pixel of the mask. No",
-        "  blur afterwards; grey and toned photos get the photo's tone. (Up to model 2.4 the face's",
-        "  colour was also moved toward the skin above the edit; `BlendConfig.max_colour_shift`.)",
+        "  inside the hole and blended over the feather, averaged with the mirrored crop's. It never",
+        "  sees a pixel of the mask. No blur afterwards; grey and toned photos get the photo's tone.",
+        "  (Up to model 2.4 the face's colour was also moved toward the skin above the edit;",
+        "  `BlendConfig.max_colour_shift`.)",
         "",
     ]
     lines += training_section(meta)

@@ -122,7 +122,8 @@ class InpainterStep:
     """Trains `networks["inpainter"]` against `networks["discriminator"]`.
 
     The discriminator judges (erased crop + hole, image) pairs: the truth, or the composite (the
-    painted face inside the hole, the photo elsewhere, exactly what the pipeline shows).
+    painted face inside the hole, the photo elsewhere: what the pipeline shows, less the 4 px feather
+    beyond the hole where it blends the two).
     """
 
     def __init__(

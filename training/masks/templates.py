@@ -31,7 +31,8 @@ def fit_template(
     alpha: np.ndarray, src: np.ndarray, face: Face, rng: np.random.Generator
 ) -> np.ndarray | None:
     """Homography from template to face, slightly off as real masks sit, that keeps the eyes clear
-    and covers the nose tip and the mouth (some pictures are tall, e.g. KN95 and gas masks)."""
+    and covers the nose tip and the mouth (some pictures are tall, e.g. KN95 and gas masks); the
+    last one tried if none of the eight does, None if none could be computed."""
     mesh = face.to_image(face.true)
     ring = np.array([[0, 0], [3, 0], [-3, 0], [0, 3], [0, -3]], np.float64)  # pixels around each point
     eyes = (mesh[list(EYE_CONTOURS)][:, None] + ring).reshape(-1, 2)
