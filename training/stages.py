@@ -70,7 +70,13 @@ class SegmenterStep:
     def to(self, device: torch.device) -> SegmenterStep:
         return self
 
-    def __call__(self, batch: dict[str, torch.Tensor], models: dict[str, nn.Module], optimizers, autocast):
+    def __call__(
+        self,
+        batch: dict[str, torch.Tensor],
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        autocast: torch.autocast,
+    ) -> dict[str, float]:
         image, alpha = batch["image"], batch["alpha"]
         hard = (alpha > 0.5).float()
         with autocast:
@@ -155,10 +161,10 @@ class InpainterStep:
         self,
         batch: dict[str, torch.Tensor],
         models: dict[str, nn.Module],
-        optimizers,
-        autocast,
+        optimizers: dict[str, torch.optim.Optimizer],
+        autocast: torch.autocast,
         generator_frozen: bool = False,
-    ):
+    ) -> dict[str, float]:
         """One discriminator step, then one generator step unless `generator_frozen` (a fine-tune's
         first steps, while a fresh discriminator learns what the generator's faces look like)."""
         image, hole, inside = batch["image"], batch["hole"], batch["inside"]
