@@ -210,11 +210,17 @@ class MultiScaleDiscriminator(nn.Module):
         return outputs
 
 
-def _to_input(images: np.ndarray, device: torch.device | str) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [-1, 1] on `device`."""
-    # A writable copy: callers pass read-only and flipped (negative-stride) arrays, which torch cannot wrap.
+def images_to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [-1, 1] on `device`: what the networks take."""
+    # A writable copy: callers pass read-only and flipped (negative-stride) arrays, which torch cannot
+    # wrap. Moved as uint8, a quarter of the bytes of float.
     x = torch.from_numpy(np.array(images)).to(device)
-    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    return x.movedim(-1, -3).float().div(127.5).sub(1)
+
+
+def tensor_to_images(x: torch.Tensor) -> np.ndarray:
+    """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8 on the CPU: the inverse of `images_to_tensor`."""
+    return x.detach().float().add(1).mul(127.5).round().clamp(0, 255).byte().movedim(-3, -1).cpu().numpy()
 
 
 def supports_bf16(device: torch.device | str) -> bool:
@@ -244,7 +250,7 @@ def run_segmenter(
     `mirror_average` also runs the mirrored crops and averages both logits (mirrored back); `bf16`
     runs the network in bf16 autocast (see `supports_bf16`).
     """
-    x = _to_input(crops, device)
+    x = images_to_tensor(crops, device)
     if mirror_average:
         x = torch.cat([x, x.flip(-1)])
     with _autocast(device, bf16):
@@ -268,7 +274,7 @@ def run_inpainter(
     `mirror_average` also paints the mirrored crops and averages both faces (mirrored back); `bf16`
     runs the network in bf16 autocast (see `supports_bf16`).
     """
-    x = _to_input(crops, device)
+    x = images_to_tensor(crops, device)
     hole = torch.from_numpy(np.array(holes, dtype=np.float32)).to(device)[:, None]
     if mirror_average:
         x, hole = torch.cat([x, x.flip(-1)]), torch.cat([hole, hole.flip(-1)])
@@ -276,7 +282,7 @@ def run_inpainter(
         face = inpainter(x, hole).float()
     if mirror_average:
         face = (face[: len(crops)] + face[len(crops) :].flip(-1)) / 2
-    return face.add(1).mul(127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    return tensor_to_images(face)
 
 
 def fuse_batchnorm(module: nn.Module) -> nn.Module:

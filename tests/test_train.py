@@ -15,9 +15,8 @@ import torch
 import yaml
 
 from qmask.align import eyes_to_crop, mesh_eyes, warp_to_crop
-from qmask.model import load_model, read_networks
+from qmask.model import images_to_tensor, load_model, read_networks
 from tests.conftest import REPO, TINY_SEGMENTER, UTKFACE
-from training.data import to_tensor
 from training.export import export, read_stage
 from training.landmarks import compute_landmarks, list_images
 from training.pack import FacePack, build_pack
@@ -234,7 +233,7 @@ def test_segmenter_negatives_bare_faces_as_inference_crops_them_small_faces_and_
     pack = FacePack.load(tiny_pack)
     for index in range(3):
         crop = warp_to_crop(pack.image(index), eyes_to_crop(mesh_eyes(pack.mesh(index))))
-        assert torch.equal(dataset[index]["image"], to_tensor(crop))
+        assert torch.equal(dataset[index]["image"], images_to_tensor(crop))
         assert dataset[index]["alpha"].max() == 0
     # The same pairs seen small: little detail left, the mask's truth untouched.
     sharp = build_dataset(replace(cfg, data=steady))

@@ -26,6 +26,7 @@ from qmask.align import (
     transform_points,
     warp_to_crop,
 )
+from qmask.model import images_to_tensor
 from training.holes import HoleConfig, mask_shaped_hole
 from training.masks import DRAWN_WEIGHTS, TEMPLATE_SHARE, MaskRenderer, RenderedMask
 from training.pack import FacePack
@@ -83,16 +84,6 @@ def _lists_as_tuples(raw: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
 
 
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 3xHxW float in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(127.5).sub(1)
-
-
-def to_uint8(t: torch.Tensor) -> np.ndarray:
-    """3xHxW in [-1, 1] -> HxWx3 uint8."""
-    return t.detach().float().add(1).mul(127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
-
-
 def to_plane(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values)).float().reshape(1, CROP_SIZE, CROP_SIZE)
 
@@ -137,7 +128,7 @@ class _PackDataset(Dataset):
             images, planes = [im[:, ::-1] for im in images], [p[:, ::-1] for p in planes]
         if rng.random() < self.config.grayscale:
             images = [to_gray(im) for im in images]
-        return [to_tensor(im) for im in images], [to_plane(p) for p in planes]
+        return [images_to_tensor(im) for im in images], [to_plane(p) for p in planes]
 
 
 class MaskedFaceDataset(_PackDataset):

@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qmask.assets import feature_weights
+from qmask.model import images_to_tensor
 
 # Inputs in [-1, 1] are normalised with the LPIPS scaling layer (ImageNet's mean and std, restated
 # for that range), as both networks were trained on.
@@ -171,12 +172,7 @@ class LPIPS(nn.Module):
 
     def images(self, a: np.ndarray, b: np.ndarray) -> float:
         """LPIPS of two HxWx3 uint8 RGB images."""
-        return float(self(_to_tensor(a), _to_tensor(b))[0])
-
-
-def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    # A copy: images read by the frozen bench's scorer are read-only arrays, which torch will not wrap.
-    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 127.5 - 1
+        return float(self(images_to_tensor(a[None]), images_to_tensor(b[None]))[0])
 
 
 def main() -> None:

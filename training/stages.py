@@ -16,8 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from qmask.model import Inpainter, MultiScaleDiscriminator, Segmenter, UNetConfig
-from training.data import to_uint8
+from qmask.model import Inpainter, MultiScaleDiscriminator, Segmenter, UNetConfig, tensor_to_images
 from training.perceptual import PerceptualLoss
 
 # The lower face in the crop (rows, columns): the perceptual loss and the fine discriminator
@@ -97,7 +96,7 @@ class SegmenterStep:
     def samples(self, n: int = 6) -> np.ndarray:
         """Rows: input, predicted mask, drawn mask."""
         n = min(n, len(self.last["image"]))
-        images = [to_uint8(self.last["image"][i]) for i in range(n)]
+        images = [tensor_to_images(self.last["image"][i]) for i in range(n)]
         return _grid(
             [
                 images,
@@ -234,8 +233,8 @@ class InpainterStep:
         n = min(n, len(self.last["image"]))
         return _grid(
             [
-                [to_uint8(self.last["condition"][i, :3]) for i in range(n)],
-                [to_uint8(self.last["composite"][i]) for i in range(n)],
-                [to_uint8(self.last["image"][i]) for i in range(n)],
+                [tensor_to_images(self.last["condition"][i, :3]) for i in range(n)],
+                [tensor_to_images(self.last["composite"][i]) for i in range(n)],
+                [tensor_to_images(self.last["image"][i]) for i in range(n)],
             ]
         )
