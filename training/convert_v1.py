@@ -19,11 +19,12 @@ import torch
 
 from qmask.model import INPAINTER, Inpainter, save_networks
 
-# PixelUnshuffle(2) turns channel c into channels 4c..4c+3, and PixelShuffle(2) gathers output
-# channel c from channels 4c..4c+3; so RGB are input channels 0-11 and output channels 4-15 of 1.1.
-
 
 def convert(old_path: Path) -> Inpainter:
+    """Model 1.1's network as an `Inpainter`. PixelUnshuffle(2) turns channel c into channels
+    4c..4c+3 and PixelShuffle(2) gathers output channel c from channels 4c..4c+3, so 1.1's RGB are
+    input channels 0-11 and output channels 4-15: the hole's 4 folded input channels are added as
+    zeros, and 1.1's 4 extra output channels dropped."""
     old = torch.load(old_path, map_location="cpu", weights_only=True)
     if old.get("config", {}).get("arch") != "mask_aware_unet":
         raise ValueError(f"{old_path} is not a format-1 mask-aware model file")
