@@ -96,7 +96,7 @@ class SegmenterStep:
     def samples(self, n: int = 6) -> np.ndarray:
         """Rows: input, predicted mask, drawn mask."""
         n = min(n, len(self.last["image"]))
-        images = [tensor_to_images(self.last["image"][i]) for i in range(n)]
+        images = list(tensor_to_images(self.last["image"][:n]))
         return _grid(
             [
                 images,
@@ -233,8 +233,8 @@ class InpainterStep:
         n = min(n, len(self.last["image"]))
         return _grid(
             [
-                [tensor_to_images(self.last["condition"][i, :3]) for i in range(n)],
-                [tensor_to_images(self.last["composite"][i]) for i in range(n)],
-                [tensor_to_images(self.last["image"][i]) for i in range(n)],
+                list(tensor_to_images(self.last["condition"][:n, :3])),
+                list(tensor_to_images(self.last["composite"][:n])),
+                list(tensor_to_images(self.last["image"][:n])),
             ]
         )
