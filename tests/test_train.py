@@ -20,6 +20,7 @@ from tests.conftest import REPO, TINY_SEGMENTER, UTKFACE
 from training.export import export, read_stage
 from training.landmarks import compute_landmarks, list_images
 from training.pack import FacePack, build_pack
+from training.stages import lowpass_l1
 from training.train import TrainConfig, build_dataset, build_step, learning_rate, train
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
@@ -330,3 +331,19 @@ def test_a_run_is_not_resumed_with_other_settings_but_may_get_more_budget(tmp_pa
         train(tiny_config(out, tiny_pack, steps=2, lr=1e-5))
     train(tiny_config(out, tiny_pack, steps=2, max_minutes=5))
     assert [r["step"] for r in read_log(out)] == [1, 2]
+
+
+def test_the_lowpass_l1_sees_colour_offsets_in_the_painted_area_but_not_detail():
+    image = torch.rand(2, 3, 32, 32) * 2 - 1
+    painted = torch.zeros(2, 1, 32, 32)
+    painted[..., 8:24, 8:24] = 1
+    assert lowpass_l1(image, image, painted, 8).item() == 0
+    # A checkerboard averages out within every 8 px square; a shift of 0.2 does not.
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 0.4 - 0.2
+    detail = image + painted * checker
+    assert lowpass_l1(detail, image, painted, 8).item() == pytest.approx(0, abs=1e-6)
+    shifted = image + painted * 0.2
+    assert lowpass_l1(shifted, image, painted, 8).item() == pytest.approx(0.2, abs=1e-5)
+    # Outside the painted area nothing counts.
+    elsewhere = image + (1 - painted) * 0.5
+    assert lowpass_l1(elsewhere, image, painted, 8).item() == pytest.approx(0, abs=1e-6)
