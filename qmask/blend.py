@@ -2,7 +2,8 @@
 
 From the segmenter's mask probabilities to an `Edit`: the solid mask region (holes filled, only
 pieces that reach the mouth area), whether the face is edited at all, the region widened to the
-face's outline from the mesh (a mask runs from cheek to cheek), the blend weight (the region grown
+face's outline from the mesh (a mask runs from cheek to cheek), the mask's colour followed up the
+nose, the top edge made symmetric on a frontal face, the blend weight (the region grown
 at full weight, then feathered) and the hole the inpainter paints (where the weight is 1).
 Then the painted face is toned like the photo when the photo is monochrome (and, where
 `BlendConfig.max_colour_shift` is set, as models 2.0 to 2.4 needed, its colour is moved toward the
@@ -36,6 +37,11 @@ NOSE_BRIDGE = (168, 6, 188, 412, 114, 343, 129, 358, 64, 294, 98, 327, 2)
 # Rows of the crop below the eyes' centres that the mask's colour is never followed into: the lower
 # lids.
 EYE_CLEARANCE = 12
+# The symmetric top edge (`BlendConfig.symmetric_top_max_yaw`) raises a column only where its mirror
+# image's edge is at least this many pixels higher (smaller differences are the segmenter's noise),
+# and takes only pixels at least this far (Lab) from the skin between the eyes.
+SYMMETRIC_TOP_MIN_STEP = 5
+SYMMETRIC_TOP_SKIN_DISTANCE = 30.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,13 @@ class BlendConfig:
     # the segmenter often stops short of a respirator's nose piece or a mask's top edge under the
     # eyes, and the inpainter then continues the pale remnant down the nose or leaves it as a patch.
     mask_colour_distance: float | None = 25.0
+    # On a face turned at most this far (the nose tip's offset from the eyes' midpoint, in eye
+    # distances; None: off), the region's top edge is raised on one side to its mirror image's on
+    # the other where that is higher and the pixels between are not the skin's colour: a mask's
+    # top edge is symmetric on a frontal face, and the segmenter often stops lower under one eye than
+    # the other at a dark or printed binding, which was left as a stroke. Turned further, the far
+    # side of the face is narrower and its edge lower.
+    symmetric_top_max_yaw: float | None = 0.1
     # The painted face's colour (Lab a, b) moved toward the skin above the edit by at most this much
     # (0: off). Models 2.0 to 2.4 painted faces greyer or greener than the person's and needed it;
     # shown only the training photos' window (model 2.5) the inpainter's colours are the person's,
@@ -158,21 +171,74 @@ def follow_mask_colour(
     if on_nose.sum() < 50:
         return erased
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-    columns = np.nonzero(nose.any(axis=0))[0]
-    skin_band = np.zeros_like(region)
-    skin_band[max(0, eye_row - 25) : max(0, eye_row - 5), columns.min() : columns.max() + 1] = 1
-    skin_band &= (1 - erased) & photo
-    mask_colour = np.median(lab[on_nose], axis=0)
-    to_mask = np.linalg.norm(lab - mask_colour, axis=-1)
+    to_mask = np.linalg.norm(lab - np.median(lab[on_nose], axis=0), axis=-1)
     near = to_mask <= max_distance
-    if skin_band.sum() >= 50:
+    skin = skin_between_eyes(lab, crop_mesh, erased.astype(bool) | ~photo.astype(bool))
+    if skin is not None:
         # Skin as pale as the mask is no remnant: only pixels nearer the mask's colour than the
         # skin's between the eyes join.
-        near &= to_mask < np.linalg.norm(lab - np.median(lab[skin_band.astype(bool)], axis=0), axis=-1)
-    grown = erased | (reach & near.astype(np.uint8))
+        near &= to_mask < np.linalg.norm(lab - skin, axis=-1)
+    return _join_connected(erased, reach.astype(bool) & near)
+
+
+def skin_between_eyes(lab: np.ndarray, crop_mesh: np.ndarray, excluded: np.ndarray) -> np.ndarray | None:
+    """The median Lab colour of the skin between and above the eyes (never masked) in the crop's
+    `lab` image, leaving out `excluded` pixels; None where fewer than 50 are left."""
+    eye_row = round(float(mesh_eyes(crop_mesh)[:, 1].mean()))
+    nose_x = np.round(crop_mesh[list(NOSE_BRIDGE), 0]).astype(int)
+    band = np.zeros(lab.shape[:2], bool)
+    band[max(0, eye_row - 25) : max(0, eye_row - 5), max(0, nose_x.min()) : max(0, nose_x.max() + 1)] = True
+    band &= ~excluded
+    return np.median(lab[band], axis=0) if band.sum() >= 50 else None
+
+
+def _join_connected(erased: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """`erased` with the `candidates` (bool) that connect to it, holes filled."""
+    grown = (erased.astype(bool) | candidates).astype(np.uint8)
     _, labels = cv2.connectedComponents(grown)
     kept = np.isin(labels, np.unique(labels[erased.astype(bool)]))
     return fill_holes((kept & grown.astype(bool)).astype(np.uint8))
+
+
+def symmetric_top(
+    erased: np.ndarray,
+    crop: np.ndarray,
+    crop_mesh: np.ndarray,
+    max_yaw: float,
+    inside: np.ndarray | None = None,
+) -> np.ndarray:
+    """`erased` with its top edge raised, column by column, to the edge of the column mirrored
+    about the nose tip where that is at least `SYMMETRIC_TOP_MIN_STEP` higher, never above the
+    lower lids, taking only pixels of the photo (`inside`) whose colour is far from the skin's
+    between the eyes. Faces turned further than `max_yaw` keep `erased` as it is."""
+    eyes = mesh_eyes(crop_mesh)
+    eye_distance = abs(float(eyes[1, 0] - eyes[0, 0]))
+    nose_x = float(crop_mesh[NOSE_TIP, 0])
+    if eye_distance < 1 or abs(nose_x - eyes[:, 0].mean()) > max_yaw * eye_distance:
+        return erased
+    height, width = erased.shape
+    present = erased.any(axis=0)
+    top = np.where(present, np.argmax(erased, axis=0), height)
+    mirror = np.round(2 * nose_x - np.arange(width)).astype(int)
+    mirrored = np.full(width, height)
+    within = (mirror >= 0) & (mirror < width)
+    mirrored[within] = top[mirror[within]]
+    lowest = round(float(eyes[:, 1].mean())) + EYE_CLEARANCE
+    new_top = np.maximum(mirrored, lowest)
+    raised = present & (mirrored <= top - SYMMETRIC_TOP_MIN_STEP) & (new_top < top)
+    rows = np.arange(height)[:, None]
+    added = raised[None] & (rows >= new_top[None]) & (rows < top[None])
+    if inside is not None:
+        added &= inside > 0.5
+    if not added.any():
+        return erased
+    lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
+    photo = np.ones(erased.shape, bool) if inside is None else inside > 0.5
+    skin = skin_between_eyes(lab, crop_mesh, erased.astype(bool) | ~photo)
+    if skin is None:
+        return erased
+    far = np.linalg.norm(lab - skin, axis=-1) >= SYMMETRIC_TOP_SKIN_DISTANCE
+    return _join_connected(erased, added & far)
 
 
 def blend_weight(region: np.ndarray, grow: float = 5.0, feather: float = 4.0) -> np.ndarray:
@@ -194,7 +260,8 @@ def plan_edit(
     """The region, the edit decision and the blend weight for one face's mask probabilities;
     `crop_mesh` (478 points in crop pixels, or None where the mesh was not fitted) widens the
     region to the face's outline within the photo (`inside`, see `qmask.align.inside_photo`) and,
-    with the `crop` itself, follows the mask's colour up the nose and under the eyes. The
+    with the `crop` itself, follows the mask's colour up the nose and under the eyes and makes the
+    top edge symmetric where the other side says the mask goes higher. The
     decision is the segmenter's alone: a bare face is never widened into an edit."""
     region = mask_region(mask_prob, config.mask_threshold)
     fraction = float(region.mean())
@@ -204,6 +271,8 @@ def plan_edit(
         erased = widen_to_face(region, crop_mesh, config.widen_from, inside)
     if edited and crop_mesh is not None and crop is not None and config.mask_colour_distance is not None:
         erased = follow_mask_colour(erased, region, crop, crop_mesh, config.mask_colour_distance, inside)
+    if edited and crop_mesh is not None and crop is not None and config.symmetric_top_max_yaw is not None:
+        erased = symmetric_top(erased, crop, crop_mesh, config.symmetric_top_max_yaw, inside)
     weight = (
         blend_weight(erased, config.grow_px, config.feather_px)
         if edited

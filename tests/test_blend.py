@@ -7,6 +7,7 @@ from qmask.blend import (
     FACE_OUTLINE,
     NOSE_BRIDGE,
     NOSE_TIP,
+    SYMMETRIC_TOP_MIN_STEP,
     BlendConfig,
     blend_weight,
     fill_holes,
@@ -14,6 +15,7 @@ from qmask.blend import (
     match_monochrome,
     match_skin_colour,
     plan_edit,
+    symmetric_top,
 )
 from tests.conftest import BENCH, REAL_MASKED, load_rgb
 
@@ -162,8 +164,8 @@ def test_the_hole_follows_the_mask_colour_up_the_nose_and_under_the_eyes_but_no_
     crop[eye_row - 4 : tip_row - 12, 66:92] = 235  # and its top edge on a cheek, up into the eye
     prob = np.zeros((256, 256), np.float32)
     prob[tip_row - 12 :, 60:196] = 1.0  # the segmenter saw the mask up to just above the nose tip
-    config = BlendConfig(grow_px=0, feather_px=1)
-    off = BlendConfig(grow_px=0, feather_px=1, mask_colour_distance=None)
+    config = BlendConfig(grow_px=0, feather_px=1, symmetric_top_max_yaw=None)
+    off = BlendConfig(grow_px=0, feather_px=1, mask_colour_distance=None, symmetric_top_max_yaw=None)
     followed, plain = (
         plan_edit(prob, config, crop_mesh, crop=crop),
         plan_edit(prob, off, crop_mesh, crop=crop),
@@ -184,3 +186,45 @@ def test_the_hole_follows_the_mask_colour_up_the_nose_and_under_the_eyes_but_no_
     assert np.array_equal(
         plan_edit(under, config, crop_mesh, crop=crop).weight, plan_edit(under, off, crop_mesh).weight
     )
+
+
+def frontal_mesh(nose_x: float = 128.0) -> np.ndarray:
+    """A face mesh in crop pixels with only what the top-edge rule reads: the eye corners at the
+    canonical eye centres (92 px down), the nose tip at `nose_x`, the nose from the eyes down."""
+    mesh = np.zeros((478, 2))
+    for (outer, inner), x in zip(((33, 133), (362, 263)), (100.0, 156.0), strict=True):
+        mesh[outer], mesh[inner] = (x - 8, 92), (x + 8, 92)
+    mesh[list(NOSE_BRIDGE)] = np.stack(
+        [np.linspace(116, 140, len(NOSE_BRIDGE)), np.linspace(96, 140, len(NOSE_BRIDGE))], 1
+    )
+    mesh[NOSE_TIP] = (nose_x, 140)
+    return mesh
+
+
+def test_the_top_edge_is_raised_to_its_mirror_image_only_where_the_pixels_are_not_skin():
+    skin, white, dark = (200, 150, 130), (235, 235, 235), (30, 30, 30)
+    crop = np.full((256, 256, 3), skin, np.uint8)
+    crop[100:220, 70:186] = white  # the mask, with a dark binding along its top edge
+    crop[100:104, 70:186] = dark
+    crop[104:116, 176:186] = skin  # beside the binding's end on the right: skin
+    erased = np.zeros((256, 256), np.uint8)
+    erased[100:220, 70:128] = 1  # the segmenter took the binding on the left...
+    erased[116:220, 128:186] = 1  # ...and stopped 16 px lower on the right
+    raised = symmetric_top(erased, crop, frontal_mesh(), max_yaw=0.1)
+    lowest = 92 + EYE_CLEARANCE  # never into the lower lids
+    assert raised[lowest:116, 140:176].all() and not raised[:lowest, 136:].any()
+    assert not raised[:112, 181:186].any()  # skin is never taken (beyond the corner's rounding)
+    assert np.array_equal(raised[:, :128], erased[:, :128])
+    # A face turned aside keeps its region: its far side is narrower, its edge lower.
+    assert np.array_equal(symmetric_top(erased, crop, frontal_mesh(nose_x=128 + 0.2 * 56), 0.1), erased)
+    # So does an edge whose two sides differ by less than the segmenter's noise.
+    level = erased.copy()
+    level[: 116 - SYMMETRIC_TOP_MIN_STEP + 1, :128] = 0  # the left edge now 1 px short of the step
+    assert np.array_equal(symmetric_top(level, crop, frontal_mesh(), 0.1), level)
+    # In the plan, from the segmenter's probabilities; off, the plan is as before.
+    prob = erased.astype(np.float32)
+    on = plan_edit(prob, BlendConfig(grow_px=0, feather_px=1), frontal_mesh(), crop=crop)
+    off = plan_edit(
+        prob, BlendConfig(grow_px=0, feather_px=1, symmetric_top_max_yaw=None), frontal_mesh(), crop=crop
+    )
+    assert (on.weight[lowest:116, 140:176] >= 1).all() and not (off.weight[lowest:115, 140:176] > 0).any()
