@@ -69,9 +69,14 @@ def training_section(meta: dict) -> list[str]:
                 f"{data.get('unmasked')}."
             )
         else:
+            lowpass = (
+                f", L1 of {loss.get('lowpass_px')} px square averages in the hole {loss['l1_lowpass']}"
+                if loss.get("l1_lowpass")
+                else ""
+            )
             lines.append(
-                f"  Losses: L1 in the hole {loss.get('l1')}, outside it {loss.get('l1_valid')}, VGG16 "
-                f"perceptual {loss.get('perceptual')}, LSGAN {loss.get('gan')}, feature matching "
+                f"  Losses: L1 in the hole {loss.get('l1')}{lowpass}, outside it {loss.get('l1_valid')}, "
+                f"VGG16 perceptual {loss.get('perceptual')}, LSGAN {loss.get('gan')}, feature matching "
                 f"{loss.get('feature_matching')}; holes {data.get('holes')}."
             )
     lines += [
@@ -156,7 +161,9 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         "- The hole (`qmask.blend`, the pipeline's, not the model file's): the region thresholded, holes",
         "  filled, pieces away from the mouth dropped; a face is edited only when the region covers 8% of",
         "  the crop; then widened to the face's outline from half-way down the nose, the mask's colour",
-        "  followed up the nose and under the eyes, grown 5 px at full weight and feathered over 4 px.",
+        "  followed up the nose and under the eyes, the top edge raised to its mirror image's on a",
+        "  frontal face where the pixels are not the skin's, grown 5 px at full weight and feathered",
+        "  over 4 px.",
         f"- Stage 2, `Inpainter` ({parameters['inpainter']:.2f}M parameters), the Pix2Pix generator: the",
         f"  crop with the hole{erased} erased plus the hole as a channel in, the whole face out, kept",
         "  inside the hole and blended over the feather, averaged with the mirrored crop's. It never",
