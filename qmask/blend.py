@@ -237,8 +237,9 @@ def symmetric_top(
     skin = skin_between_eyes(lab, crop_mesh, erased.astype(bool) | ~photo)
     if skin is None:
         return erased
-    far = np.linalg.norm(lab - skin, axis=-1) >= SYMMETRIC_TOP_SKIN_DISTANCE
-    return _join_connected(erased, added & far)
+    far = np.zeros_like(added)
+    far[added] = np.linalg.norm(lab[added] - skin, axis=-1) >= SYMMETRIC_TOP_SKIN_DISTANCE
+    return _join_connected(erased, far)
 
 
 def blend_weight(region: np.ndarray, grow: float = 5.0, feather: float = 4.0) -> np.ndarray:
