@@ -119,6 +119,13 @@ def mask_region(mask_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return np.isin(labels, pieces[pieces > 0]).astype(np.uint8)
 
 
+def face_area(crop_mesh: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8: 1 inside the face's outline from the mesh (`crop_mesh`, in crop pixels)."""
+    area = np.zeros(shape, np.uint8)
+    cv2.fillPoly(area, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
+    return area
+
+
 def widen_to_face(
     region: np.ndarray, crop_mesh: np.ndarray, from_nose: float, inside: np.ndarray | None = None
 ) -> np.ndarray:
@@ -126,8 +133,7 @@ def widen_to_face(
     tip down, reaching at least from one side of the face's outline to the other (`crop_mesh`: the
     478 mesh points in crop pixels). Only within the photo (`inside` > 0.5, where given): the
     mirrored surroundings never show, and erased they would only take context from the inpainter."""
-    outline = np.zeros_like(region)
-    cv2.fillPoly(outline, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
+    outline = face_area(crop_mesh, region.shape)
     eye_row = mesh_eyes(crop_mesh)[:, 1].mean()
     top = max(0, round(float(eye_row + from_nose * (crop_mesh[NOSE_TIP, 1] - eye_row))))
     rows = np.arange(region.shape[0])
@@ -160,9 +166,9 @@ def follow_mask_colour(
     if not (0 <= y < region.shape[0] and 0 <= x < region.shape[1]) or not region[y, x]:
         return erased
     eye_row = round(float(mesh_eyes(crop_mesh)[:, 1].mean()))
-    nose, face = np.zeros_like(region), np.zeros_like(region)
+    nose = np.zeros_like(region)
     cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_BRIDGE)]).astype(np.int32)), 1)
-    cv2.fillPoly(face, [np.round(crop_mesh[list(FACE_OUTLINE)]).astype(np.int32)], 1)
+    face = face_area(crop_mesh, region.shape)
     face[: eye_row + EYE_CLEARANCE] = 0
     reach = nose | face
     photo = np.ones_like(region) if inside is None else (inside > 0.5).astype(np.uint8)
