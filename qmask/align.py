@@ -21,6 +21,14 @@ CANONICAL_EYES = np.array([[100.0, 92.0], [156.0, 92.0]])
 TRAINING_PHOTO_WINDOW = (44, 41, 213, 210)
 
 
+def training_window(size: int = CROP_SIZE) -> np.ndarray:
+    """(size, size) bool: the crop's pixels within `TRAINING_PHOTO_WINDOW`."""
+    x0, y0, x1, y1 = (round(v * size / CROP_SIZE) for v in TRAINING_PHOTO_WINDOW)
+    window = np.zeros((size, size), bool)
+    window[y0:y1, x0:x1] = True
+    return window
+
+
 # Mesh indices of the eye corners: image-left eye (subject's right) then image-right eye.
 MESH_EYE_CORNERS = ((33, 133), (362, 263))
 

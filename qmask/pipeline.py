@@ -15,15 +15,22 @@ import numpy as np
 import torch
 
 from qmask.align import (
-    CROP_SIZE,
-    TRAINING_PHOTO_WINDOW,
     eyes_to_crop,
     inside_photo,
     paste_back,
+    training_window,
     transform_points,
     warp_to_crop,
 )
-from qmask.blend import BlendConfig, Edit, blend, match_monochrome, match_skin_colour, plan_edit
+from qmask.blend import (
+    BlendConfig,
+    Edit,
+    blend,
+    fill_unseen,
+    match_monochrome,
+    match_skin_colour,
+    plan_edit,
+)
 from qmask.errors import InputError
 from qmask.faces import DetectorConfig, Face, FaceDetector
 from qmask.imageio import DecodedImage, ImageLimits, decode, encode
@@ -186,9 +193,7 @@ class UnmaskPipeline:
         # Shown more of the photo than its training crops held (the neck, the collar, the background
         # beside the head), it paints pale, blurred faces: on the frozen benchmark LPIPS 0.119 with
         # the whole photo, 0.105 with this window.
-        seen = np.zeros(holes.shape[-2:], np.float32)
-        x0, y0, x1, y1 = (round(v * holes.shape[-1] / CROP_SIZE) for v in TRAINING_PHOTO_WINDOW)
-        seen[y0:y1, x0:x1] = 1
+        seen = training_window(holes.shape[-1]).astype(np.float32)
         if inside is not None:
             seen = seen * (inside > 0.5)
         return np.maximum(holes, 1 - seen)
@@ -202,7 +207,8 @@ class UnmaskPipeline:
     ) -> np.ndarray:
         """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, toned like the
         photo when it is monochrome (and coloured like the skin above the edit where
-        `BlendConfig.max_colour_shift` is set). `inside` (N, 256,
+        `BlendConfig.max_colour_shift` is set), what it painted blind beyond its training photos'
+        window filled from around it (`BlendConfig.unseen_fill_px`). `inside` (N, 256,
         256) marks crop pixels that come from the photo, not from its mirrored surroundings
         (`inside_photo`); it helps tell grey photos, keeps mirrored pixels out of the colour, and
         says what else the inpainter gets erased: `erased`, `inpainter_erased` of the holes and
@@ -223,7 +229,18 @@ class UnmaskPipeline:
             photo &= inside > 0.5
         if self.config.blend.max_colour_shift > 0:
             painted = match_skin_colour(crops, painted, edits, photo, self.config.blend.max_colour_shift)
-        return match_monochrome(crops, painted, photo)
+        painted = match_monochrome(crops, painted, photo)
+        radius = self.config.blend.unseen_fill_px
+        if radius is None or not self.model.inpainter_erases_outside_photo:
+            return painted
+        beyond = ~training_window(crops.shape[1])
+        for i, edit in enumerate(edits):
+            outside = None if inside is None else inside[i] <= 0.5
+            unseen = (edit.weight > 0) & beyond
+            if outside is not None:
+                unseen &= ~outside
+            painted[i] = fill_unseen(crops[i], painted[i], edit.weight, unseen, radius, outside)
+        return painted
 
     def unmask_crops(
         self,

@@ -11,6 +11,7 @@ from qmask.blend import (
     BlendConfig,
     blend_weight,
     fill_holes,
+    fill_unseen,
     mask_region,
     match_monochrome,
     match_skin_colour,
@@ -228,3 +229,27 @@ def test_the_top_edge_is_raised_to_its_mirror_image_only_where_the_pixels_are_no
         prob, BlendConfig(grow_px=0, feather_px=1, symmetric_top_max_yaw=None), frontal_mesh(), crop=crop
     )
     assert (on.weight[lowest:116, 140:176] >= 1).all() and not (off.weight[lowest:115, 140:176] > 0).any()
+
+
+def test_what_the_inpainter_painted_blind_is_filled_from_around_it():
+    crop = np.full((64, 64, 3), (40, 60, 200), np.uint8)  # the photo: a blue backdrop
+    painted = np.full((64, 64, 3), (200, 150, 130), np.uint8)  # the painted face: skin...
+    painted[:, 48:] = (255, 120, 0)  # ...and, beyond the window, a blind orange patch
+    weight = np.zeros((64, 64), np.float32)
+    weight[16:48, 8:56] = 1
+    unseen = (weight > 0) & (np.arange(64) >= 48)[None]
+    filled = fill_unseen(crop, painted, weight, unseen, radius=5)
+    assert np.array_equal(filled[~unseen], painted[~unseen])
+    # Each filled pixel lies between the skin and the backdrop around it (to Telea's rounding),
+    # none is orange.
+    low = np.minimum(crop[0, 0], painted[0, 0]).astype(int) - 3
+    high = np.maximum(crop[0, 0], painted[0, 0]).astype(int) + 3
+    assert ((filled[unseen] >= low) & (filled[unseen] <= high)).all()
+    assert np.array_equal(fill_unseen(crop, painted, weight, np.zeros_like(unseen), 5), painted)
+    # The photo's mirrored surroundings (here white mask beside the patch) are never drawn from.
+    outside = np.zeros_like(unseen)
+    outside[:, 56:] = True
+    mirrored = crop.copy()
+    mirrored[outside] = 255
+    filled = fill_unseen(mirrored, painted, weight, unseen, radius=5, outside=outside)
+    assert ((filled[unseen] >= low) & (filled[unseen] <= high)).all()

@@ -6,12 +6,14 @@ that still has the mask's colour; the thresholds sit well clear of what the mode
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from qmask.align import eyes_to_crop, warp_to_crop
-from qmask.pipeline import FaceResult, UnmaskPipeline
+from qmask.align import eyes_to_crop, inside_photo, training_window, warp_to_crop
+from qmask.blend import BlendConfig
+from qmask.pipeline import FaceResult, PipelineConfig, UnmaskPipeline
 from tests.conftest import LFW, REAL_MASKED, load_rgb
 
 
@@ -102,3 +104,24 @@ def test_a_dark_binding_the_segmenter_stops_short_of_on_one_side_is_gone(pipelin
     after = dark_share(warp_to_crop(pipeline.unmask_array(photo).image, matrix)[under_eye].astype(np.int32))
     assert before >= 0.3
     assert after <= 0.01, f"{after:.3f} of the box under the eye is still the dark binding"
+
+
+@pytest.mark.parametrize("name", ["1008.png", "366.png"])
+def test_the_mask_side_beyond_the_inpainters_window_is_not_a_flat_orange_patch(name):
+    # A turned face whose mask runs out to the ear, beyond the window the inpainter's training photos
+    # covered: painted blind, it was a flat orange patch; filled from around it, it takes the colours
+    # of the painted cheek and the photo beside it.
+    photo = load_rgb(REAL_MASKED / name)
+    shares = {}
+    for radius in (7.0, None):
+        with UnmaskPipeline(PipelineConfig(blend=BlendConfig(unseen_fill_px=radius))) as pipeline:
+            result = pipeline.unmask_array(photo, debug=True)
+            matrix = eyes_to_crop(pipeline.detect(photo)[0].eyes)
+        (crop,) = result.debug
+        unseen = (crop.edit.weight >= 1) & ~training_window() & (inside_photo(photo.shape, matrix) > 0.5)
+        assert unseen.sum() >= 1000  # the edit does reach beyond the window
+        lab = cv2.cvtColor(warp_to_crop(result.image, matrix), cv2.COLOR_RGB2LAB).astype(np.float32)
+        chroma = np.hypot(lab[..., 1] - 128, lab[..., 2] - 128)[unseen]
+        shares[radius] = float((chroma > 30).mean())
+    assert shares[None] >= 0.15  # the measure sees the blind patch
+    assert shares[7.0] <= 0.03, f"{shares[7.0]:.3f} of the edit beyond the window is still saturated"
