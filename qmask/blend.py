@@ -318,13 +318,24 @@ def fill_unseen(
         return painted
     height, width = unseen.shape
     half = (width // 2, height // 2)
+
+    def halved(pixels: np.ndarray) -> np.ndarray:
+        # A half-size pixel is unknown if any of its four is: no blind or mirrored colour is
+        # averaged into the pixels the fill starts from.
+        return cv2.resize(pixels.astype(np.float32), half, interpolation=cv2.INTER_AREA) > 0
+
     shown = cv2.resize(blend(crop, painted, weight), half, interpolation=cv2.INTER_AREA)
-    # A half-size pixel is unknown if any of its four is: no blind or mirrored colour is averaged
-    # into the pixels the fill starts from.
-    no_source = unseen if outside is None else unseen | outside
-    unknown = cv2.resize(no_source.astype(np.float32), half, interpolation=cv2.INTER_AREA) > 0
-    filled = cv2.inpaint(shown, unknown.astype(np.uint8), radius / 2, cv2.INPAINT_TELEA)
-    filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
+    target = halved(unseen)
+    unknown = target | halved(outside) if outside is not None else target
+    # Telea fills every unknown pixel it is given, and the mirrored surroundings can be most of the
+    # crop: it runs on the box within its reach of the pixels to fill (8 ms a face became 2).
+    reach = int(np.ceil(radius / 2)) + 2
+    ys, xs = np.nonzero(target)
+    y0, y1 = max(0, ys.min() - reach), min(half[1], ys.max() + reach + 1)
+    x0, x1 = max(0, xs.min() - reach), min(half[0], xs.max() + reach + 1)
+    box = np.s_[y0:y1, x0:x1]
+    shown[box] = cv2.inpaint(shown[box], unknown[box].astype(np.uint8), radius / 2, cv2.INPAINT_TELEA)
+    filled = cv2.resize(shown, (width, height), interpolation=cv2.INTER_LINEAR)
     result = painted.copy()
     result[unseen] = filled[unseen]
     return result
