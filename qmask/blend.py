@@ -326,7 +326,7 @@ def fill_unseen(
 
     shown = cv2.resize(blend(crop, painted, weight), half, interpolation=cv2.INTER_AREA)
     target = halved(unseen)
-    unknown = target | halved(outside) if outside is not None else target
+    unknown = target if outside is None else (target | halved(outside))
     # Telea fills every unknown pixel it is given, and the mirrored surroundings can be most of the
     # crop: it runs on the box within its reach of the pixels to fill (8 ms a face became 2).
     reach = int(np.ceil(radius / 2)) + 2
