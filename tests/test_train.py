@@ -305,6 +305,33 @@ def test_with_erase_outside_photo_the_inpainter_never_sees_the_mirrored_surround
         assert torch.equal(*conditions) == same
 
 
+def test_a_tight_frame_erases_past_the_cut_and_still_scores_the_hole_there(tiny_pack):
+    cfg = tiny_config(Path("unused"), tiny_pack)
+    cfg = replace(cfg, erase_outside_photo=True, data=replace(cfg.data, tight_frame=1.0, flip=False))
+    dataset = build_dataset(cfg)
+    items = [dataset[i] for i in range(len(dataset))]
+    cuts = 0
+    for item in items:
+        inside, known = item["inside"][0] > 0.5, item["known"][0] > 0.5
+        assert not (inside & ~known).any()  # only ever cut
+        cut = known & ~inside
+        cuts += bool(cut.any())
+        columns, rows = cut.any(dim=0), cut.any(dim=1)
+        # Cut along whole columns at the sides or rows at the bottom, never above the eyes.
+        assert not rows[:100].any() or columns[:85].any() or columns[171:].any()
+    assert cuts >= len(items) - 1  # rarely a cut falls past the photo's own edge
+    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    past_cut = (batch["known"] > 0.5) & (batch["inside"] < 0.5) & (batch["hole"] > 0.5)
+    assert past_cut.any()  # holes run into the cut, as into a tight photo's edge
+    step = build_step(cfg)
+    optimizers = {n: torch.optim.SGD(m.parameters(), lr=0.0) for n, m in step.networks.items()}
+    step(batch, step.networks, optimizers, torch.autocast("cpu", enabled=False))
+    erased = step.last["condition"][:, 3:]
+    assert (erased[past_cut] == 1).all()  # not shown to the inpainter ...
+    painted = (step.last["composite"] != batch["image"]).any(dim=1, keepdim=True)
+    assert painted[past_cut].float().mean() > 0.9  # ... but painted, so scored, there
+
+
 def test_ema_decay_exports_the_average_of_the_weights_and_resumes_it(tmp_path, tiny_pack, capsys):
     start = train(tiny_config(tmp_path / "start", tiny_pack, steps=1))
     start_state = read_networks(start)[0]["inpainter"][1]

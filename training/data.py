@@ -69,6 +69,17 @@ class DataConfig:
     # clipped at the photo's edge the segmenter learnt that a mask ends there, so on real photos it
     # missed every rim under the chin and every side out towards the ears.
     foreign_surroundings: bool = True
+    # Inpainter: share of pairs whose photo is cut closer to the face than UTKFace's: a real photo
+    # framed tightly ends at the cheek or the chin, the hole runs into its edge, and an inpainter
+    # that had only seen holes inside the photo painted coloured streaks along that edge (it cannot
+    # tell the hole from the erased surroundings, and had never been scored near such a seam). The
+    # hole is still scored where it reaches past the cut, as the truth is known there.
+    tight_frame: float = 0.0
+    # Where a cut edge falls, in crop pixels (the eyes are at x 100 and 156, y 92; the photos mostly
+    # end near `TRAINING_PHOTO_WINDOW`, 44, 41, 213, 210): left, right, bottom.
+    tight_frame_left: tuple[float, float] = (48.0, 85.0)
+    tight_frame_right: tuple[float, float] = (171.0, 208.0)
+    tight_frame_bottom: tuple[float, float] = (172.0, 205.0)
     holes: HoleConfig = field(default_factory=HoleConfig)
 
     @classmethod
@@ -221,9 +232,10 @@ class MaskedFaceDataset(_PackDataset):
 
 
 class HoleDataset(_PackDataset):
-    """Items: `image` the bare face crop (3x256x256 in [-1, 1]), `hole` a mask-shaped hole and
-    `inside` the weight of pixels inside the photo (1x256x256 in [0, 1]). Beyond the photo the
-    crop is mirrored, as at inference."""
+    """Items: `image` the bare face crop (3x256x256 in [-1, 1]), `hole` a mask-shaped hole,
+    `inside` the weight of pixels shown as the photo and `known` of those whose truth is known
+    (1x256x256 in [0, 1]; they differ only where `DataConfig.tight_frame` cut the photo). Beyond
+    the photo the crop is mirrored, as at inference."""
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = self._rng(index)
@@ -231,6 +243,21 @@ class HoleDataset(_PackDataset):
         matrix = self._matrix(mesh, rng)
         crop = warp_to_crop(rgb, matrix)
         hole = mask_shaped_hole(mesh, matrix, rng, self.config.holes)
-        inside = inside_photo(rgb.shape, matrix)
-        (image,), (hole_t, inside_t) = self._finish(rng, [crop], [hole, inside])
-        return {"image": image, "hole": hole_t, "inside": inside_t}
+        known = inside_photo(rgb.shape, matrix)
+        inside = self._tight_frame(known, rng) if rng.random() < self.config.tight_frame else known
+        (image,), (hole_t, inside_t, known_t) = self._finish(rng, [crop], [hole, inside, known])
+        return {"image": image, "hole": hole_t, "inside": inside_t, "known": known_t}
+
+    def _tight_frame(self, inside: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`inside` with the photo cut at one to three of its left, right and bottom edges."""
+        cfg = self.config
+        sides = rng.random(3) < 0.5
+        sides[rng.integers(3)] = True
+        cut = inside.copy()
+        if sides[0]:
+            cut[:, : round(rng.uniform(*cfg.tight_frame_left))] = 0
+        if sides[1]:
+            cut[:, round(rng.uniform(*cfg.tight_frame_right)) :] = 0
+        if sides[2]:
+            cut[round(rng.uniform(*cfg.tight_frame_bottom)) :] = 0
+        return cut

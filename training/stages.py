@@ -183,14 +183,16 @@ class InpainterStep:
         """One discriminator step, then one generator step unless `generator_frozen` (a fine-tune's
         first steps, while a fresh discriminator learns what the generator's faces look like)."""
         image, hole, inside = batch["image"], batch["hole"], batch["inside"]
+        known = batch.get("known", inside)
         hole = (hole > 0.5).float()
         # What the generator gets erased: the hole, and with `erase_outside_photo` the mirrored
         # surroundings as well (see TrainConfig). Either way it is scored on the photo only.
         erased = torch.maximum(hole, (inside < 0.5).float()) if self.erase_outside_photo else hole
         condition = torch.cat([image * (1 - erased), erased], dim=1)
         # Only pixels of the photo are painted in the composite: beyond its edge the crop is a
-        # mirror image, no face to learn.
-        painted = hole * inside
+        # mirror image, no face to learn. Beyond a `tight_frame` cut the truth is known: the hole
+        # is painted and scored there too.
+        painted = hole * known
         generator, discriminator = models["inpainter"], models["discriminator"]
         with autocast:
             with torch.set_grad_enabled(not generator_frozen):
