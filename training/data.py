@@ -244,7 +244,9 @@ class HoleDataset(_PackDataset):
         crop = warp_to_crop(rgb, matrix)
         hole = mask_shaped_hole(mesh, matrix, rng, self.config.holes)
         known = inside_photo(rgb.shape, matrix)
-        inside = self._tight_frame(known, rng) if rng.random() < self.config.tight_frame else known
+        # No draw without tight frames, so runs without them keep their pairs (and their seeds' results).
+        cut = self.config.tight_frame > 0 and rng.random() < self.config.tight_frame
+        inside = self._tight_frame(known, rng) if cut else known
         (image,), (hole_t, inside_t, known_t) = self._finish(rng, [crop], [hole, inside, known])
         return {"image": image, "hole": hole_t, "inside": inside_t, "known": known_t}
 
