@@ -69,11 +69,11 @@ class DataConfig:
     # clipped at the photo's edge the segmenter learnt that a mask ends there, so on real photos it
     # missed every rim under the chin and every side out towards the ears.
     foreign_surroundings: bool = True
-    # Inpainter: share of pairs whose photo is cut closer to the face than UTKFace's: a real photo
-    # framed tightly ends at the cheek or the chin, the hole runs into its edge, and an inpainter
-    # that had only seen holes inside the photo painted coloured streaks along that edge (it cannot
-    # tell the hole from the erased surroundings, and had never been scored near such a seam). The
-    # hole is still scored where it reaches past the cut, as the truth is known there.
+    # Inpainter: share of pairs whose photo is cut closer to the face than UTKFace's, as a real photo
+    # framed tightly ends at the cheek or the chin and the hole runs into its edge, where the
+    # inpainter cannot tell the hole from the erased surroundings. The hole is still scored where it
+    # reaches past the cut, as the truth is known there. (Model 3.1 was trained with 0.25; the
+    # streaks along such edges it was meant for stayed: README, "Holes (for the inpainter)".)
     tight_frame: float = 0.0
     # Where a cut edge falls, in crop pixels (the eyes are at x 100 and 156, y 92; the photos mostly
     # end near `TRAINING_PHOTO_WINDOW`, 44, 41, 213, 210): left, right, bottom.

@@ -182,8 +182,7 @@ class InpainterStep:
     ) -> dict[str, float]:
         """One discriminator step, then one generator step unless `generator_frozen` (a fine-tune's
         first steps, while a fresh discriminator learns what the generator's faces look like)."""
-        image, hole, inside = batch["image"], batch["hole"], batch["inside"]
-        known = batch.get("known", inside)
+        image, hole, inside, known = batch["image"], batch["hole"], batch["inside"], batch["known"]
         hole = (hole > 0.5).float()
         # What the generator gets erased: the hole, and with `erase_outside_photo` the mirrored
         # surroundings as well (see TrainConfig). Either way it is scored on the photo only.
