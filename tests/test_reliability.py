@@ -102,6 +102,9 @@ def test_a_worker_dying_with_a_photo_is_answered_as_such_and_the_page_client_ret
     assert response.status_code in (500, 507), response.text
     assert json.loads(response.text)["message"] == "Worker died."
     _wait_for_a_worker(server)
+    # A new worker has a PID before its model is loaded; killed then, it dies before the photo
+    # reaches it and the client's first try succeeds. A photo answered means it is ready.
+    assert server.predict((REAL_MASKED / "1003.png").read_bytes()).status_code == 200
     # The page's client: the first try dies with its worker, the second (after the pause) succeeds.
     client = QMaskClient(server.ports.url("inference"), worker_restart_s=8.0)
     killer = _kill_workers_after(server, 0.3)
