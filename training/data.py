@@ -72,7 +72,8 @@ class DataConfig:
     # Inpainter: share of pairs whose photo is cut closer to the face than UTKFace's, as a real photo
     # framed tightly ends at the cheek or the chin and the hole runs into its edge, where the
     # inpainter cannot tell the hole from the erased surroundings. The hole is still scored where it
-    # reaches past the cut, as the truth is known there. (Model 3.1 was trained with 0.25; the
+    # reaches past the cut, as the truth is known there. It matters only with `erase_outside_photo`:
+    # without it the inpainter sees the mirrored crop, which the cut leaves as it is. (Model 3.1: 0.25; the
     # streaks along such edges it was meant for stayed: README, "Holes (for the inpainter)".)
     tight_frame: float = 0.0
     # Where a cut edge falls, in crop pixels (the eyes are at x 100 and 156, y 92; the photos mostly
