@@ -43,7 +43,7 @@ class HoleConfig:
     # Irregular edges: blur radius (px) and the strength of the noise added before thresholding.
     edge_blur_px: tuple[float, float] = (1.0, 5.0)
     edge_noise: tuple[float, float] = (0.0, 0.35)
-    # Growth in crop pixels, as the pipeline grows the predicted region (5 px at full weight; the 4 px
+    # Growth in crop pixels, as the pipeline grows the predicted region (5 px at full weight; the 2 px
     # feather beyond it stays unerased, as here).
     grow_px: tuple[float, float] = (5.0, 14.0)
 

@@ -163,7 +163,7 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         "  the crop; then widened to the face's outline from half-way down the nose, the mask's colour",
         "  followed up the nose and under the eyes, the top edge raised to its mirror image's on a",
         "  frontal face where the pixels are not the skin's, grown 5 px at full weight and feathered",
-        "  over 4 px.",
+        "  over 2 px.",
         f"- Stage 2, `Inpainter` ({parameters['inpainter']:.2f}M parameters), the Pix2Pix generator: the",
         f"  crop with the hole{erased} erased plus the hole as a channel in, the whole face out, kept",
         "  inside the hole and blended over the feather, averaged with the mirrored crop's. It never",
