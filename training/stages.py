@@ -144,7 +144,7 @@ class InpainterStep:
 
     The discriminator judges (erased crop + hole, image) pairs: the truth, or the composite (the
     painted face inside the hole, the photo elsewhere: what the pipeline shows, less the feather
-    beyond the hole where it blends the two), each only where the truth is known.
+    beyond the hole where it blends the two), with `critic_known_only` only where the truth is known.
     """
 
     def __init__(
@@ -155,8 +155,10 @@ class InpainterStep:
         seed: int = 0,
         vgg_weights: Path | None = None,
         erase_outside_photo: bool = False,
+        critic_known_only: bool = False,
     ) -> None:
         self.erase_outside_photo = erase_outside_photo
+        self.critic_known_only = critic_known_only
         self.networks: dict[str, nn.Module] = {
             "inpainter": Inpainter(config),
             "discriminator": MultiScaleDiscriminator(
@@ -192,11 +194,11 @@ class InpainterStep:
         # mirror image, no face to learn. Beyond a `tight_frame` cut the truth is known: the hole
         # is painted and scored there too.
         painted = hole * known
-        # The critic sees the known pixels only. Beyond the photo's edge the crop is the photo's
-        # mirror image, so a true crop is mirror-symmetric across that edge and a painted one is not;
-        # judged there, the generator learnt to paint the one thing that stays symmetric whatever
-        # lies beyond: horizontal stripes along the photo's edge (`benchmarks.edge_stripes`).
-        judged = (known > 0.5).float()
+        # With `critic_known_only` the critic sees the known pixels only. Beyond the photo's edge the
+        # crop is the photo's mirror image, so a true crop is mirror-symmetric across that edge and a
+        # painted one is not; judged there, the generator learnt to paint the one thing that stays
+        # symmetric whatever lies beyond: horizontal stripes along the edge (`benchmarks.edge_stripes`).
+        judged = (known > 0.5).float() if self.critic_known_only else torch.ones_like(known)
         generator, discriminator = models["inpainter"], models["discriminator"]
         with autocast:
             with torch.set_grad_enabled(not generator_frozen):

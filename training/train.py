@@ -86,6 +86,13 @@ class TrainConfig:
     # image, and below a hole that ends inside the crop it showed the face's own mouth and chin
     # upside down, which the generator learnt to copy; in a real photo that mirror shows the mask.
     erase_outside_photo: bool = False
+    # Inpainter: the critic judges only the crop's pixels whose truth is known, not the mirrored
+    # surroundings. A true crop is mirror-symmetric across the photo's edge and a painted one is not;
+    # judged there, the generator learnt to paint horizontal stripes along the edge (the streaks
+    # beside a cheek on real photos; `benchmarks.edge_stripes`). 45 minutes with it from the 3.2
+    # candidate: the stripes halved, frozen bench LPIPS 0.0979 to 0.0935 but PSNR 24.85 to 24.63
+    # (README, "Holes (for the inpainter)"). Off, as every shipped inpainter was trained.
+    critic_known_only: bool = False
     # bf16 autocast for the networks' forward passes. None: where the device computes bf16
     # natively (`qmask.model.supports_bf16`; on this 2-core EPYC an inpainter step takes 1.36 s
     # instead of 2.26 s at the same losses); elsewhere autocast is slower than fp32.
@@ -161,7 +168,13 @@ def build_step(cfg: TrainConfig) -> SegmenterStep | InpainterStep:
     if cfg.stage == "inpainter":
         vgg = Path(cfg.perceptual_weights) if cfg.perceptual_weights else None
         return InpainterStep(
-            cfg.network_config, cfg.loss, cfg.discriminator_channels, cfg.seed, vgg, cfg.erase_outside_photo
+            cfg.network_config,
+            cfg.loss,
+            cfg.discriminator_channels,
+            cfg.seed,
+            vgg,
+            cfg.erase_outside_photo,
+            cfg.critic_known_only,
         )
     raise ValueError(f"unknown stage {cfg.stage!r}: segmenter or inpainter")
 
