@@ -26,9 +26,12 @@ from qmask.align import CROP_SIZE, TRAINING_PHOTO_WINDOW
 from qmask.imageio import decode
 from qmask.pipeline import DEFAULT_WEIGHTS, NoFaceError, PipelineConfig, UnmaskPipeline
 
-# (y0, y1, x0, x1) in the crop: the two places, and the cheeks inside them.
-STRIPE_SPOTS = ((140, 160, 195, 213), (140, 160, 44, 62))
-CHEEKS = ((140, 160, 166, 186), (140, 160, 70, 90))
+# (y0, y1, x0, x1) in the crop: the two places, 18 px wide inside the window's left and right
+# edges at mouth height, and the cheeks 8-9 px further in (the boxes measured for 3.1 and 3.2).
+_LEFT, _RIGHT = TRAINING_PHOTO_WINDOW[0], TRAINING_PHOTO_WINDOW[2]
+MOUTH_ROWS = (140, 160)
+STRIPE_SPOTS = ((*MOUTH_ROWS, _RIGHT - 18, _RIGHT), (*MOUTH_ROWS, _LEFT, _LEFT + 18))
+CHEEKS = ((*MOUTH_ROWS, _RIGHT - 47, _RIGHT - 27), (*MOUTH_ROWS, _LEFT + 26, _LEFT + 46))
 
 
 def vertical_detail(rgb: np.ndarray) -> np.ndarray:
