@@ -397,3 +397,12 @@ def test_the_lowpass_l1_sees_colour_offsets_in_the_painted_area_but_not_detail()
     # Outside the painted area nothing counts.
     elsewhere = image + (1 - painted) * 0.5
     assert lowpass_l1(elsewhere, image, painted, 8).item() == pytest.approx(0, abs=1e-6)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_config_loads(path: Path) -> None:
+    """The configs are the record of how each model and experiment was trained: each must still
+    load into today's TrainConfig, so a renamed field cannot leave one that no longer runs."""
+    config = TrainConfig.from_yaml(path)
+    assert config.stage in ("segmenter", "inpainter")
+    assert config.max_minutes or config.steps
