@@ -90,7 +90,8 @@ class TrainConfig:
     # surroundings. A true crop is mirror-symmetric across the photo's edge and a painted one is not;
     # judged there, the generator learnt to paint horizontal stripes along the edge (the streaks
     # beside a cheek on real photos; `benchmarks.edge_stripes`). 45 minutes with it from the 3.2
-    # candidate: the stripes halved, frozen bench LPIPS 0.0979 to 0.0935 but PSNR 24.85 to 24.63
+    # candidate: the stripes halved, frozen bench LPIPS 0.0979 to 0.0935 but PSNR 24.85 to 24.63; 75
+    # minutes with twice the low-pass L1 (cpu_inpainter_critic_lowpass.yaml): 24.70, LPIPS 0.0927
     # (README, "Holes (for the inpainter)"). Off, as every shipped inpainter was trained.
     critic_known_only: bool = False
     # bf16 autocast for the networks' forward passes. None: where the device computes bf16
