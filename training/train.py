@@ -91,8 +91,10 @@ class TrainConfig:
     # judged there, the generator learnt to paint horizontal stripes along the edge (the streaks
     # beside a cheek on real photos; `benchmarks.edge_stripes`). 45 minutes with it from the 3.2
     # candidate: the stripes halved, frozen bench LPIPS 0.0979 to 0.0935 but PSNR 24.85 to 24.63; 75
-    # minutes with twice the low-pass L1 (cpu_inpainter_critic_lowpass.yaml): 24.70, LPIPS 0.0927
-    # (README, "Holes (for the inpainter)"). Off, as every shipped inpainter was trained.
+    # minutes with twice the low-pass L1 (cpu_inpainter_critic_lowpass.yaml): 24.70, LPIPS 0.0927;
+    # with the critic's losses at half weight, 30 minutes beat 3.2 on all five (24.96, LPIPS 0.0969;
+    # cpu_inpainter_critic_gan_half.yaml; README, "Holes (for the inpainter)"). Off by default, as
+    # every shipped inpainter was trained.
     critic_known_only: bool = False
     # bf16 autocast for the networks' forward passes. None: where the device computes bf16
     # natively (`qmask.model.supports_bf16`; on this 2-core EPYC an inpainter step takes 1.36 s
