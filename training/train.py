@@ -93,8 +93,8 @@ class TrainConfig:
     # candidate: the stripes halved, frozen bench LPIPS 0.0979 to 0.0935 but PSNR 24.85 to 24.63; 75
     # minutes with twice the low-pass L1 (cpu_inpainter_critic_lowpass.yaml): 24.70, LPIPS 0.0927;
     # with the critic's losses at half weight, 30 minutes beat 3.2 on all five (24.96, LPIPS 0.0969;
-    # cpu_inpainter_critic_gan_half.yaml; README, "Holes (for the inpainter)"). Off by default, as
-    # every shipped inpainter was trained.
+    # cpu_inpainter_3.3.yaml, model 3.3; README, "Holes (for the inpainter)"). Off by default, as
+    # every inpainter before 3.3 was trained.
     critic_known_only: bool = False
     # bf16 autocast for the networks' forward passes. None: where the device computes bf16
     # natively (`qmask.model.supports_bf16`; on this 2-core EPYC an inpainter step takes 1.36 s
