@@ -5,9 +5,7 @@ pieces that reach the mouth area), whether the face is edited at all, the region
 face's outline from the mesh (a mask runs from cheek to cheek), the mask's colour followed up the
 nose, the top edge made symmetric on a frontal face, the blend weight (the region grown
 at full weight, then feathered) and the hole the inpainter paints (where the weight is 1).
-Then the painted face is toned like the photo when the photo is monochrome (and, where
-`BlendConfig.max_colour_shift` is set, as models 2.0 to 2.4 needed, its colour is moved toward the
-skin above the edit).
+Then the painted face is toned like the photo when the photo is monochrome.
 """
 
 from __future__ import annotations
@@ -21,9 +19,6 @@ from qmask.align import CROP_SIZE, mesh_eyes
 
 # Between nose tip and mouth in the crop (x0, y0, x1, y1), with room for turned faces.
 MOUTH_AREA = (100, 130, 156, 170)
-# From the eyebrows down, between the outer eye corners and a little beyond (x0, y0, x1): where the
-# skin that the painted face must match shows above a mask.
-UPPER_FACE = (70, 60, 186)
 # MediaPipe face mesh points: the face's outline (forehead, temples, cheeks, jaw, chin) in order
 # around it, and the nose tip.
 FACE_OUTLINE = (
@@ -74,11 +69,6 @@ class BlendConfig:
     # the other at a dark or printed binding, which was left as a stroke. Turned further, the far
     # side of the face is narrower and its edge lower.
     symmetric_top_max_yaw: float | None = 0.1
-    # The painted face's colour (Lab a, b) moved toward the skin above the edit by at most this much
-    # (0: off). Models 2.0 to 2.4 painted faces greyer or greener than the person's and needed it;
-    # shown only the training photos' window (model 2.5) the inpainter's colours are the person's,
-    # and the shift cost the frozen bench (LPIPS 0.1045 with 10, 0.1029 without), so it is off.
-    max_colour_shift: float = 0.0
     # The edit's pixels beyond the window the inpainter's training photos covered
     # (`qmask.align.TRAINING_PHOTO_WINDOW`: a mask's side out by the ear on a turned face or a
     # close-up) are painted blind, as flat orange or grey patches; they are filled instead from
@@ -342,43 +332,6 @@ def fill_unseen(
     result = painted.copy()
     result[unseen] = filled[unseen]
     return result
-
-
-def match_skin_colour(
-    crops: np.ndarray,
-    faces: np.ndarray,
-    edits: list[Edit],
-    photo: np.ndarray | None = None,
-    max_shift: float = 10.0,
-) -> np.ndarray:
-    """Painted faces (N, H, W, 3 uint8) with their colour moved toward the skin above each edit.
-
-    The shift is the difference of the median Lab chroma (a, b) of the crop above the edit (in each
-    of its columns, from the eyebrows down to where the weight starts, inside the photo: `photo`,
-    (N, H, W) bool) and of the painted hole; lightness is kept, so the painted shading stays. Below
-    or beside the edit may be mask, so only skin above it is trusted; the cap keeps eyes, brows and
-    glasses in the reference from pulling the face far."""
-    out = faces.copy()
-    x0, y0, x1 = UPPER_FACE
-    for i, (crop, face, edit) in enumerate(zip(crops, faces, edits, strict=True)):
-        touched = edit.weight > 0
-        reference = np.zeros_like(touched)
-        reference[y0:, x0:x1] = True
-        reference &= (np.cumsum(touched, axis=0) == 0) & touched.any(axis=0)[None, :]
-        if photo is not None:
-            reference &= photo[i]
-        hole = edit.hole > 0.5
-        if reference.sum() < 150 or hole.sum() < 150:
-            continue
-        crop_lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-        face_lab = cv2.cvtColor(face, cv2.COLOR_RGB2LAB).astype(np.float32)
-        shift = np.median(crop_lab[reference][:, 1:], axis=0) - np.median(face_lab[hole][:, 1:], axis=0)
-        norm = float(np.linalg.norm(shift))
-        if norm > max_shift:
-            shift *= max_shift / norm
-        face_lab[..., 1:] += shift
-        out[i] = cv2.cvtColor(np.clip(np.rint(face_lab), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
-    return out
 
 
 def match_monochrome(

@@ -28,7 +28,6 @@ from qmask.blend import (
     blend,
     fill_unseen,
     match_monochrome,
-    match_skin_colour,
     plan_edit,
 )
 from qmask.errors import InputError
@@ -206,13 +205,12 @@ class UnmaskPipeline:
         erased: np.ndarray | None = None,
     ) -> np.ndarray:
         """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, toned like the
-        photo when it is monochrome (and coloured like the skin above the edit where
-        `BlendConfig.max_colour_shift` is set), what it painted blind beyond its training photos'
-        window filled from around it (`BlendConfig.unseen_fill_px`). `inside` (N, 256,
-        256) marks crop pixels that come from the photo, not from its mirrored surroundings
-        (`inside_photo`); it helps tell grey photos, keeps mirrored pixels out of the colour, and
-        says what else the inpainter gets erased: `erased`, `inpainter_erased` of the holes and
-        `inside`, worked out here unless the caller has it already."""
+        photo when it is monochrome, what it painted blind beyond its training photos' window
+        filled from around it (`BlendConfig.unseen_fill_px`). `inside` (N, 256, 256) marks crop
+        pixels that come from the photo, not from its mirrored surroundings (`inside_photo`); it
+        helps tell grey photos, keeps mirrored pixels out of the tone, and says what else the
+        inpainter gets erased: `erased`, `inpainter_erased` of the holes and `inside`, worked out
+        here unless the caller has it already."""
         holes = np.stack([edit.hole for edit in edits])
         if erased is None:
             erased = self.inpainter_erased(holes, inside)
@@ -227,8 +225,6 @@ class UnmaskPipeline:
         photo = holes < 0.5
         if inside is not None:
             photo &= inside > 0.5
-        if self.config.blend.max_colour_shift > 0:
-            painted = match_skin_colour(crops, painted, edits, photo, self.config.blend.max_colour_shift)
         painted = match_monochrome(crops, painted, photo)
         radius = self.config.blend.unseen_fill_px
         if radius is None or not self.model.inpainter_erases_outside_photo:

@@ -171,8 +171,6 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         "  What it paints of the edit beyond the window its training photos covered, it paints blind:",
         "  from model 3.0 the pipeline fills those pixels from around them instead (OpenCV's Telea;",
         "  `BlendConfig.unseen_fill_px`).",
-        "  (Up to model 2.4 the face's colour was also moved toward the skin above the edit;",
-        "  `BlendConfig.max_colour_shift`.)",
         "",
     ]
     lines += training_section(meta)
