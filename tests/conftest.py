@@ -57,11 +57,14 @@ def tiny_networks(seed: int = 0) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """A model file with both stages tiny and untrained."""
+    """A model file with both stages tiny and untrained, its inpainter recorded as every shipped one
+    since 2.4 is (trained with the surroundings erased), so the pipeline tests take the path that
+    production takes: the training window erased, the edit beyond it filled."""
     from qmask.model import save_networks
 
     path = tmp_path_factory.mktemp("weights") / "tiny.pt"
-    save_networks(path, tiny_networks(), meta={"version": "0.0-test"})
+    record = {"config": {"stage": "inpainter", "erase_outside_photo": True}}
+    save_networks(path, tiny_networks(), meta={"version": "0.0-test", "stages": {"inpainter": record}})
     return path
 
 

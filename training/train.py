@@ -85,7 +85,9 @@ class TrainConfig:
     # Inpainter: erase every crop pixel beyond the photo too. There the crop is the photo's mirror
     # image, and below a hole that ends inside the crop it showed the face's own mouth and chin
     # upside down, which the generator learnt to copy; in a real photo that mirror shows the mask.
-    erase_outside_photo: bool = False
+    # Every inpainter from model 2.4 on was trained with it; the pipeline reads it from the model
+    # file's training record and erases the same at inference.
+    erase_outside_photo: bool = True
     # Inpainter: the critic judges only the crop's pixels whose truth is known, not the mirrored
     # surroundings. A true crop is mirror-symmetric across the photo's edge and a painted one is not;
     # judged there, the generator learnt to paint horizontal stripes along the edge (the streaks
