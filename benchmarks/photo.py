@@ -57,7 +57,7 @@ def main() -> None:
             pipeline.unmask_bytes(data)  # warm-up
             runs = []
             for _ in range(args.repeats):
-                _, result, _ = pipeline.unmask_bytes(data)
+                _, result = pipeline.unmask_bytes(data)
                 runs.append(result.timings)
             medians = {s: statistics.median(r.get(s, 0.0) for r in runs) * 1000 for s in STAGES}
             cells = " | ".join(f"{medians[s]:.1f}" for s in STAGES)

@@ -150,7 +150,7 @@ def unmask_command(args: argparse.Namespace) -> int:
                     record.update(unmask_clip(pipeline, src, dst, args.quiet))
                 else:
                     fmt = FORMAT_BY_SUFFIX.get(dst.suffix.lower())
-                    encoded, result, _ = pipeline.unmask_bytes(src.read_bytes(), fmt, debug=args.debug)
+                    encoded, result = pipeline.unmask_bytes(src.read_bytes(), fmt, debug=args.debug)
                     dst.write_bytes(encoded)
                     record.update(output=str(dst), faces=[f.to_json() for f in result.faces])
                     if args.debug:

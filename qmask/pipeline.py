@@ -32,7 +32,7 @@ from qmask.blend import (
 )
 from qmask.errors import InputError
 from qmask.faces import DetectorConfig, Face, FaceDetector
-from qmask.imageio import DecodedImage, ImageLimits, decode, encode
+from qmask.imageio import ImageLimits, decode, encode
 from qmask.model import load_model, run_inpainter, run_segmenter, supports_bf16
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
@@ -336,7 +336,7 @@ class UnmaskPipeline:
 
     def unmask_bytes(
         self, data: bytes, output_format: str | None = None, debug: bool = False
-    ) -> tuple[bytes, UnmaskResult, DecodedImage]:
+    ) -> tuple[bytes, UnmaskResult]:
         """Encoded photo in, encoded photo out (the input's format unless `output_format` is given)."""
         timer = StageTimer()
         with timer("decode"):
@@ -345,4 +345,4 @@ class UnmaskPipeline:
         with timer("encode"):
             encoded = encode(decoded, result.image, output_format)
         result.timings.update(timer.seconds)
-        return encoded, result, decoded
+        return encoded, result
