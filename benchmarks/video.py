@@ -7,7 +7,8 @@ zoomed and turned, frame by frame; the drawn mask moves with the face and the tr
 warped truth. Stability is the mean frame-to-frame change inside the mask region of the output,
 divided by the same for the truth (1: the generated face moves exactly like a real one; above 1:
 flicker or jitter). It is measured per frame with no tracking or smoothing (the baseline), with
-smoothed eyes only, and with the defaults. Then frames per second at 480p and 720p.
+smoothed eyes only, and with the defaults. Then frames per second at 480p and 720p, and the
+milliseconds per frame each stage took.
 """
 
 from __future__ import annotations
@@ -76,11 +77,13 @@ def contact_sheet(clip: Clip, output: bytes, path: Path, count: int = 6) -> None
     Image.fromarray(sheet).save(path)
 
 
-def run(pipeline: UnmaskPipeline, data: bytes, config: VideoConfig) -> tuple[bytes, float]:
+def run(pipeline: UnmaskPipeline, data: bytes, config: VideoConfig) -> tuple[bytes, float, str]:
+    """The unmasked clip, frames per second, and milliseconds per frame in each stage."""
     out = io.BytesIO()
     start = time.perf_counter()
     result = unmask_video(pipeline, data, out, config)
-    return out.getvalue(), result.frames / (time.perf_counter() - start)
+    per_frame = ", ".join(f"{stage} {1000 * s / result.frames:.0f}" for stage, s in result.timings.items())
+    return out.getvalue(), result.frames / (time.perf_counter() - start), per_frame
 
 
 def main() -> None:
@@ -100,15 +103,15 @@ def main() -> None:
         )
         print(f"  {'':32s} raw   motion-compensated")
         for label, config in SETTINGS.items():
-            output, _ = run(pipeline, clip.data, config)
+            output, _, _ = run(pipeline, clip.data, config)
             print(f"  {label:32s} {stability(output, clip):.2f}  {stability(output, clip, True):.2f}")
         contact_sheet(clip, output, args.sheet)
         print(f"contact sheet (input / output / truth): {args.sheet}")
         print(f"\nspeed on {args.device}, {args.frames} frames, defaults")
         for label, size in SIZES.items():
             clip = make_clip(args.pair, size, args.frames)
-            _, fps = run(pipeline, clip.data, VideoConfig())
-            print(f"  {label} {size[0]}x{size[1]}: {fps:.1f} frames/s")
+            _, fps, per_frame = run(pipeline, clip.data, VideoConfig())
+            print(f"  {label} {size[0]}x{size[1]}: {fps:.1f} frames/s (ms per frame: {per_frame})")
 
 
 if __name__ == "__main__":

@@ -96,14 +96,12 @@ class VideoConfig:
 @dataclass
 class VideoResult:
     frames: int
-    width: int  # as stored, before rotation
-    height: int
     fps: float  # the stream's average rate
     rotation: int
     tracks: int  # faces followed through the clip
     edited_frames: int  # frames where at least one face was unmasked
     has_audio: bool
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, the whole clip
 
 
 # One face in one frame as pass 2 gets it: its track's number, its smoothed eyes (2, 2) and its
@@ -480,8 +478,6 @@ def unmask_video(
             out.mux(audio_out.encode(None))
     return VideoResult(
         frames=n,
-        width=width,
-        height=height,
         fps=float(rate),
         rotation=rotation,
         tracks=len(tracks),
