@@ -27,8 +27,6 @@ class DetectorConfig:
 
     blazeface_min_score: float = 0.35
     yunet_min_score: float = 0.6
-    use_yunet: bool = True
-    refine_with_mesh: bool = True
     # Faces smaller than this (box side, pixels) are too small to unmask usefully.
     min_face_size: int = 24
     # Long side of the copy the detectors see; larger photos are downscaled for detection only.
@@ -98,12 +96,8 @@ class FaceDetector:
                 min_detection_confidence=cfg.blazeface_min_score,
             )
         )
-        self._yunet = (
-            cv2.FaceDetectorYN.create(
-                str(asset_path("face_detection_yunet_2023mar.onnx")), "", (320, 320), cfg.yunet_min_score
-            )
-            if cfg.use_yunet
-            else None
+        self._yunet = cv2.FaceDetectorYN.create(
+            str(asset_path("face_detection_yunet_2023mar.onnx")), "", (320, 320), cfg.yunet_min_score
         )
         self._landmarker = vision.FaceLandmarker.create_from_options(
             vision.FaceLandmarkerOptions(
@@ -135,11 +129,10 @@ class FaceDetector:
         if max(h, w) > self.config.detect_max_side and self.config.small_faces_max_side:
             found += _at_most(rgb, self.config.small_faces_max_side, self._run_yunet)
         faces = [f for f in self._merge(found) if f.size >= self.config.min_face_size]
-        if self.config.refine_with_mesh:
-            for face in faces:
-                face.mesh = self.fit_mesh(rgb, face.box)
-                if face.mesh is not None:
-                    face.eyes = mesh_eyes(face.mesh)
+        for face in faces:
+            face.mesh = self.fit_mesh(rgb, face.box)
+            if face.mesh is not None:
+                face.eyes = mesh_eyes(face.mesh)
         for face in faces:
             # A face at the photo's edge has a box reaching past it; callers get the part in the photo.
             x0, y0, x1, y1 = face.box
@@ -188,8 +181,6 @@ class FaceDetector:
         return faces
 
     def _run_yunet(self, rgb: np.ndarray) -> list[Face]:
-        if self._yunet is None:
-            return []
         h, w = rgb.shape[:2]
         self._yunet.setInputSize((w, h))
         _, rows = self._yunet.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
