@@ -183,15 +183,15 @@ class PatchDiscriminator(nn.Module):
 class MultiScaleDiscriminator(nn.Module):
     """PatchGANs on (condition, image): the fine one at full resolution, each further one at half
     the previous resolution (`scales` in all). The coarse ones judge the face's overall shape, the
-    fine one its texture. `fine_window` (rows, columns) lets the fine one look at that part of the
-    image only, where the painting is, at a fraction of the cost."""
+    fine one its texture, and only within `fine_window` (rows, columns): where the painting is, at a
+    fraction of the cost."""
 
     def __init__(
         self,
         in_channels: int,
+        fine_window: tuple[slice, slice],
         ndf: int = 64,
         scales: int = 2,
-        fine_window: tuple[slice, slice] | None = None,
     ) -> None:
         super().__init__()
         self.critics = nn.ModuleList(PatchDiscriminator(in_channels, ndf) for _ in range(scales))
@@ -201,7 +201,7 @@ class MultiScaleDiscriminator(nn.Module):
         x = torch.cat([condition, image], dim=1)
         outputs = []
         for i, critic in enumerate(self.critics):
-            if i == 0 and self.fine_window is not None:
+            if i == 0:
                 outputs.append(critic(x[..., self.fine_window[0], self.fine_window[1]]))
                 continue
             if i:

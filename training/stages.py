@@ -162,7 +162,7 @@ class InpainterStep:
         self.networks: dict[str, nn.Module] = {
             "inpainter": Inpainter(config),
             "discriminator": MultiScaleDiscriminator(
-                config.in_channels + 3, discriminator_channels, fine_window=LOWER_FACE
+                config.in_channels + 3, LOWER_FACE, ndf=discriminator_channels
             ),
         }
         self.perceptual = PerceptualLoss(vgg=vgg_weights)
