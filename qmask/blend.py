@@ -247,7 +247,7 @@ def symmetric_top(
     return _join_connected(erased, far)
 
 
-def blend_weight(region: np.ndarray, grow: float = 5.0, feather: float = 4.0) -> np.ndarray:
+def blend_weight(region: np.ndarray, grow: float, feather: float) -> np.ndarray:
     """Blend weight in the crop from the solid region: exactly 1 within `grow` pixels of it, then
     falling linearly to 0 over `feather` pixels; beyond grow + feather exactly 0."""
     if not region.any():

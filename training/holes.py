@@ -115,5 +115,6 @@ def mask_shaped_hole(
     hard = mask_region(hole)
     grow = _uniform(rng, cfg.grow_px)
     if hard.any():
-        hard = (cv2.distanceTransform(1 - hard, cv2.DIST_L2, 5) < grow).astype(np.uint8)
+        # Within `grow` of the region, where the pipeline's blend weight is 1 (`blend_weight`).
+        hard = (cv2.distanceTransform(1 - hard, cv2.DIST_L2, 5) <= grow).astype(np.uint8)
     return hard.astype(np.float32)
