@@ -73,8 +73,8 @@ class DataConfig:
     # framed tightly ends at the cheek or the chin and the hole runs into its edge, where the
     # inpainter cannot tell the hole from the erased surroundings. The hole is still scored where it
     # reaches past the cut, as the truth is known there. It matters only with `erase_outside_photo`:
-    # without it the inpainter sees the mirrored crop, which the cut leaves as it is. (Models 3.1 and
-    # 3.2: 0.25. The streaks along such edges it was meant for stayed; they come from the critic
+    # without it the inpainter sees the mirrored crop, which the cut leaves as it is. (Models 3.1 to
+    # 3.4: 0.25. The streaks along such edges it was meant for stayed; they come from the critic
     # judging the mirrored surroundings, see `TrainConfig.critic_known_only`.)
     tight_frame: float = 0.0
     # Where a cut edge falls, in crop pixels (the eyes are at x 100 and 156, y 92; the photos mostly

@@ -1,7 +1,7 @@
 """A face pack: the training photos' JPEG bytes and face meshes in one file.
 
     python -m training.pack ../shared/data/train/utkface cache/utkface.npz cache/utkface_pack.npz
-    python -m training.pack ... cache/gpu_pack.npz --max-mib 52      # what a GPU run carries along
+    python -m training.pack ... cache/gpu/pack.npz --max-mib 36   # what a GPU run carries (make gpu-pack)
 
 Training reads the pack into memory once, so the CPU cores spend their time on the networks, not
 on opening 23k files, and a GPU machine (which cannot see ../shared) gets everything it needs in

@@ -2,7 +2,8 @@
 
 - `SegmenterStep`: BCE + Dice of the predicted mask region against the drawn mask's coverage.
 - `InpainterStep`: Pix2PixHD's losses for the generator that paints the hole: L1 inside the hole
-  (and, weaker, outside it), a perceptual loss on VGG16 features of the lower face, a multi-scale
+  (and, weaker, outside it), an L1 of the hole's 8 px square averages (the low-pass L1, the largest
+  weight since model 2.9), a perceptual loss on VGG16 features of the lower face, a multi-scale
   LSGAN PatchGAN and feature matching on the discriminators' features.
 """
 
