@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from qmask.mesh_points import EYE_CORNERS
+
 CROP_SIZE = 256
 # Where the eye centres land in the crop: 2.9 eye distances of room below the eyes, so masks
 # that reach well under the chin (and sideways up to the ears) fit inside the crop.
@@ -29,13 +31,9 @@ def training_window(size: int = CROP_SIZE) -> np.ndarray:
     return window
 
 
-# Mesh indices of the eye corners: image-left eye (subject's right) then image-right eye.
-MESH_EYE_CORNERS = ((33, 133), (362, 263))
-
-
 def mesh_eyes(mesh: np.ndarray) -> np.ndarray:
     """Eye centres (midpoints of the eye corners) from a 478-point face mesh."""
-    return np.array([(mesh[i] + mesh[j]) / 2 for i, j in MESH_EYE_CORNERS], dtype=np.float64)
+    return np.array([(mesh[i] + mesh[j]) / 2 for i, j in EYE_CORNERS], dtype=np.float64)
 
 
 def eyes_to_crop(eyes: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:

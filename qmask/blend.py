@@ -16,19 +16,10 @@ import cv2
 import numpy as np
 
 from qmask.align import CROP_SIZE, mesh_eyes
+from qmask.mesh_points import FACE_OUTLINE, NOSE_AREA, NOSE_TIP
 
 # Between nose tip and mouth in the crop (x0, y0, x1, y1), with room for turned faces.
 MOUTH_AREA = (100, 130, 156, 170)
-# MediaPipe face mesh points: the face's outline (forehead, temples, cheeks, jaw, chin) in order
-# around it, and the nose tip.
-FACE_OUTLINE = (
-    10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-    152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109,
-)  # fmt: skip
-NOSE_TIP = 1
-# Mesh points around the nose from between the eyes to the nostrils: where the stiff nose piece of
-# a respirator or the wire of a cloth mask sits.
-NOSE_BRIDGE = (168, 6, 188, 412, 114, 343, 129, 358, 64, 294, 98, 327, 2)
 # Rows of the crop below the eyes' centres that the mask's colour is never followed into: the lower
 # lids.
 EYE_CLEARANCE = 12
@@ -156,7 +147,7 @@ def follow_mask_colour(
     inside: np.ndarray | None = None,
 ) -> np.ndarray:
     """`erased` with the rest of the mask added where the segmenter stopped short of it: pixels
-    of the nose up to between the eyes (`NOSE_BRIDGE`) and of the face below the eyes whose colour
+    of the nose up to between the eyes (`NOSE_AREA`) and of the face below the eyes whose colour
     is within `max_distance` (Lab) of the predicted mask `region`'s own pixels on the nose,
     connected to `erased`. Only where the region covers the nose tip (a mask worn under the nose
     keeps its nose: its colour says nothing of what lies above) and within the photo. Skin,
@@ -166,7 +157,7 @@ def follow_mask_colour(
         return erased
     eye_row = round(float(mesh_eyes(crop_mesh)[:, 1].mean()))
     nose = np.zeros_like(region)
-    cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_BRIDGE)]).astype(np.int32)), 1)
+    cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_AREA)]).astype(np.int32)), 1)
     face = face_area(crop_mesh, region.shape)
     face[: eye_row + EYE_CLEARANCE] = 0
     reach = nose | face
@@ -190,7 +181,7 @@ def skin_between_eyes(lab: np.ndarray, crop_mesh: np.ndarray, excluded: np.ndarr
     """The median Lab colour of the skin between and above the eyes (never masked) in the crop's
     `lab` image, leaving out `excluded` pixels; None where fewer than 50 are left."""
     eye_row = round(float(mesh_eyes(crop_mesh)[:, 1].mean()))
-    nose_x = np.round(crop_mesh[list(NOSE_BRIDGE), 0]).astype(int)
+    nose_x = np.round(crop_mesh[list(NOSE_AREA), 0]).astype(int)
     band = np.zeros(lab.shape[:2], bool)
     band[max(0, eye_row - 25) : max(0, eye_row - 5), max(0, nose_x.min()) : max(0, nose_x.max() + 1)] = True
     band &= ~excluded

@@ -4,9 +4,6 @@ import numpy as np
 from qmask.align import eyes_to_crop, mesh_eyes, transform_points
 from qmask.blend import (
     EYE_CLEARANCE,
-    FACE_OUTLINE,
-    NOSE_BRIDGE,
-    NOSE_TIP,
     SYMMETRIC_TOP_MIN_STEP,
     BlendConfig,
     blend_weight,
@@ -17,6 +14,7 @@ from qmask.blend import (
     plan_edit,
     symmetric_top,
 )
+from qmask.mesh_points import FACE_OUTLINE, NOSE_AREA, NOSE_TIP
 from tests.conftest import BENCH, REAL_MASKED, load_rgb
 
 
@@ -130,7 +128,7 @@ def test_the_hole_follows_the_mask_colour_up_the_nose_and_under_the_eyes_but_no_
     rows = np.arange(256)[:, None]
     tip_row, eye_row = round(crop_mesh[NOSE_TIP, 1]), round(mesh_eyes(crop_mesh)[:, 1].mean())
     nose = np.zeros((256, 256), np.uint8)
-    cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_BRIDGE)]).astype(np.int32)), 1)
+    cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_AREA)]).astype(np.int32)), 1)
     piece_top = (np.nonzero(nose.any(axis=1))[0].min() + tip_row) // 2
     crop = photo.copy()
     crop[tip_row - 12 :, 60:196] = 235  # a white mask...
@@ -168,8 +166,8 @@ def frontal_mesh(nose_x: float = 128.0) -> np.ndarray:
     mesh = np.zeros((478, 2))
     for (outer, inner), x in zip(((33, 133), (362, 263)), (100.0, 156.0), strict=True):
         mesh[outer], mesh[inner] = (x - 8, 92), (x + 8, 92)
-    mesh[list(NOSE_BRIDGE)] = np.stack(
-        [np.linspace(116, 140, len(NOSE_BRIDGE)), np.linspace(96, 140, len(NOSE_BRIDGE))], 1
+    mesh[list(NOSE_AREA)] = np.stack(
+        [np.linspace(116, 140, len(NOSE_AREA)), np.linspace(96, 140, len(NOSE_AREA))], 1
     )
     mesh[NOSE_TIP] = (nose_x, 140)
     return mesh

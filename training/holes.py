@@ -15,13 +15,7 @@ import numpy as np
 
 from qmask.align import CROP_SIZE, mesh_eyes, transform_points
 from qmask.blend import mask_region
-
-# MediaPipe face-mesh indices: the face outline from one ear over the chin to the other, and the
-# nose from the bridge down to the tip.
-LOWER_OUTLINE = (454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132,
-                 93, 234)  # fmt: skip
-NOSE_LINE = (168, 6, 197, 195, 5, 4, 1)
-CHIN = 152
+from qmask.mesh_points import CHIN, LOWER_OUTLINE, NOSE_LINE
 
 
 @dataclass(frozen=True)

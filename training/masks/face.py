@@ -7,11 +7,9 @@ import cv2
 import numpy as np
 
 from qmask.align import mesh_eyes
+from qmask.mesh_points import BETWEEN_EYES, NOSE_TIP
 
-# MediaPipe face-mesh indices.
-NOSE_BRIDGE = (168, 6, 197, 195, 5)
-NOSE_TIP = 1
-CHIN = 152
+# MediaPipe face-mesh indices (the ones the pipeline uses too are in qmask.mesh_points).
 MOUTH_CORNERS = (61, 291)
 EAR_SIDES = (234, 454)
 # Both lids of both eyes: the top edge of a mask stays below all of them.
@@ -45,7 +43,7 @@ class Face:
         self.iod = max(float(np.hypot(*d)), 1.0)
         c, s = d / self.iod
         self.rot = np.array([[c, -s], [s, c]])  # upright -> image
-        self.origin = mesh[NOSE_BRIDGE[0]].copy()
+        self.origin = mesh[BETWEEN_EYES].copy()
         self.true = (mesh - self.origin) @ self.rot
         self.pts = self.true
         if misplace is not None:

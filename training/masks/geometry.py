@@ -8,16 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from training.masks.face import (
-    CHIN,
-    EYE_CONTOURS,
-    MOUTH_CORNERS,
-    MOUTH_COVER,
-    NOSE_BRIDGE,
-    NOSE_COVER,
-    NOSE_TIP,
-    Face,
-)
+from qmask.mesh_points import BETWEEN_EYES, CHIN, NOSE_TIP
+from training.masks.face import EYE_CONTOURS, MOUTH_CORNERS, MOUTH_COVER, NOSE_COVER, Face
 
 
 @dataclass
@@ -59,7 +51,7 @@ def mask_grid(face: Face, fit: Fit, rng: np.random.Generator, nu: int = 20, nv: 
     p, true, s = face.pts, face.true, face.iod
     nose_cover, mouth_cover = true[list(NOSE_COVER)], true[list(MOUTH_COVER)]
     y_tip = p[NOSE_TIP, 1]
-    y_low = y_tip - 0.12 * (y_tip - p[NOSE_BRIDGE[0], 1])
+    y_low = y_tip - 0.12 * (y_tip - p[BETWEEN_EYES, 1])
     y_high = p[list(EYE_CONTOURS), 1].max() + 0.14 * s
     y_top = y_low + fit.height * (y_high - y_low)
     y_mouth = p[list(MOUTH_CORNERS), 1].max()

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from training.masks.face import CHEEKS, CHIN, EYE_CONTOURS, NOSE_TIP, Face
+from qmask.mesh_points import CHIN, NOSE_TIP
+from training.masks.face import CHEEKS, EYE_CONTOURS, Face
 from training.masks.filters import sample_tiled, smoothstep, soft
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.masks.face import EYE_CONTOURS, NOSE_TIP, Face, fitting_points
+from qmask.mesh_points import NOSE_TIP
+from training.masks.face import EYE_CONTOURS, Face, fitting_points
 
 TEMPLATE_SHARE = 0.25  # of the train split's masks; the rest are drawn
 TRAIN_TEMPLATES = ("surgical", "surgical_blue", "surgical_green", "N95", "cloth")
