@@ -233,7 +233,8 @@ def supports_bf16(device: torch.device | str) -> bool:
     return device.type == "cpu" and bool(native and native())
 
 
-def _autocast(device: torch.device | str, bf16: bool) -> torch.autocast:
+def bf16_autocast(device: torch.device | str, bf16: bool) -> torch.autocast:
+    """bf16 autocast on `device` where `bf16`, else a context that changes nothing (fp32)."""
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
 
 
@@ -253,7 +254,7 @@ def run_segmenter(
     x = images_to_tensor(crops, device)
     if mirror_average:
         x = torch.cat([x, x.flip(-1)])
-    with _autocast(device, bf16):
+    with bf16_autocast(device, bf16):
         logits = segmenter(x).float()
     if mirror_average:
         logits = (logits[: len(crops)] + logits[len(crops) :].flip(-1)) / 2
@@ -278,7 +279,7 @@ def run_inpainter(
     hole = torch.from_numpy(np.array(holes, dtype=np.float32)).to(device)[:, None]
     if mirror_average:
         x, hole = torch.cat([x, x.flip(-1)]), torch.cat([hole, hole.flip(-1)])
-    with _autocast(device, bf16):
+    with bf16_autocast(device, bf16):
         face = inpainter(x, hole).float()
     if mirror_average:
         face = (face[: len(crops)] + face[len(crops) :].flip(-1)) / 2

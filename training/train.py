@@ -38,6 +38,7 @@ from qmask.model import (
     INPAINTER,
     SEGMENTER,
     UNetConfig,
+    bf16_autocast,
     count_parameters,
     read_networks,
     save_networks,
@@ -361,7 +362,7 @@ def train(cfg: TrainConfig) -> Path:
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)  # a kill mid-save keeps the last one
 
     bf16 = supports_bf16(device) if cfg.bf16 is None else cfg.bf16
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    autocast = bf16_autocast(device, bf16)
     if main_process:
         sizes = ", ".join(f"{name} {count_parameters(net) / 1e6:.2f}M" for name, net in networks.items())
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
