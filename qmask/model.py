@@ -147,10 +147,14 @@ class Inpainter(nn.Module):
         self.config = config
         self.net = FoldedUNet(config)
 
+    @staticmethod
+    def condition(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """What the network reads (N, 4, H, W): the crop with the hole (0/1) erased, and the hole;
+        the critics judge a face against the same."""
+        return torch.cat([image * (1 - hole), hole], dim=1)  # 0 is mid grey in [-1, 1]
+
     def forward(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        hole = (hole > 0.5).to(image.dtype)
-        erased = image * (1 - hole)  # 0 is mid grey in [-1, 1]
-        return torch.tanh(self.net(torch.cat([erased, hole], dim=1)))
+        return torch.tanh(self.net(self.condition(image, (hole > 0.5).to(image.dtype))))
 
 
 class PatchDiscriminator(nn.Module):

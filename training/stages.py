@@ -190,7 +190,7 @@ class InpainterStep:
         # What the generator gets erased: the hole, and with `erase_outside_photo` the mirrored
         # surroundings as well (see TrainConfig). Either way it is scored on the photo only.
         erased = torch.maximum(hole, (inside < 0.5).float()) if self.erase_outside_photo else hole
-        condition = torch.cat([image * (1 - erased), erased], dim=1)
+        condition = Inpainter.condition(image, erased)
         # Only pixels of the photo are painted in the composite: beyond its edge the crop is a
         # mirror image, no face to learn. Beyond a `tight_frame` cut the truth is known: the hole
         # is painted and scored there too.
