@@ -139,22 +139,22 @@ def widen_to_face(
 
 
 def follow_mask_colour(
-    erased: np.ndarray,
+    edit_region: np.ndarray,
     region: np.ndarray,
     crop: np.ndarray,
     crop_mesh: np.ndarray,
     max_distance: float,
     inside: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`erased` with the rest of the mask added where the segmenter stopped short of it: pixels
+    """`edit_region` with the rest of the mask added where the segmenter stopped short of it: pixels
     of the nose up to between the eyes (`NOSE_AREA`) and of the face below the eyes whose colour
     is within `max_distance` (Lab) of the predicted mask `region`'s own pixels on the nose,
-    connected to `erased`. Only where the region covers the nose tip (a mask worn under the nose
+    connected to `edit_region`. Only where the region covers the nose tip (a mask worn under the nose
     keeps its nose: its colour says nothing of what lies above) and within the photo. Skin,
     glasses, brows and eyes differ in colour from the mask, so they stay."""
     x, y = np.round(crop_mesh[NOSE_TIP]).astype(int)
     if not (0 <= y < region.shape[0] and 0 <= x < region.shape[1]) or not region[y, x]:
-        return erased
+        return edit_region
     eye_row = round(float(mesh_eyes(crop_mesh)[:, 1].mean()))
     nose = np.zeros_like(region)
     cv2.fillConvexPoly(nose, cv2.convexHull(np.round(crop_mesh[list(NOSE_AREA)]).astype(np.int32)), 1)
@@ -165,16 +165,16 @@ def follow_mask_colour(
     reach &= photo
     on_nose = (nose & reach & region).astype(bool)
     if on_nose.sum() < 50:
-        return erased
+        return edit_region
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
     to_mask = np.linalg.norm(lab - np.median(lab[on_nose], axis=0), axis=-1)
     near = to_mask <= max_distance
-    skin = skin_between_eyes(lab, crop_mesh, erased.astype(bool) | ~photo.astype(bool))
+    skin = skin_between_eyes(lab, crop_mesh, edit_region.astype(bool) | ~photo.astype(bool))
     if skin is not None:
         # Skin as pale as the mask is no remnant: only pixels nearer the mask's colour than the
         # skin's between the eyes join.
         near &= to_mask < np.linalg.norm(lab - skin, axis=-1)
-    return _join_connected(erased, reach.astype(bool) & near)
+    return _join_connected(edit_region, reach.astype(bool) & near)
 
 
 def skin_between_eyes(lab: np.ndarray, crop_mesh: np.ndarray, excluded: np.ndarray) -> np.ndarray | None:
@@ -188,33 +188,33 @@ def skin_between_eyes(lab: np.ndarray, crop_mesh: np.ndarray, excluded: np.ndarr
     return np.median(lab[band], axis=0) if band.sum() >= 50 else None
 
 
-def _join_connected(erased: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """`erased` with the `candidates` (bool) that connect to it, holes filled."""
-    grown = (erased.astype(bool) | candidates).astype(np.uint8)
+def _join_connected(edit_region: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """`edit_region` with the `candidates` (bool) that connect to it, holes filled."""
+    grown = (edit_region.astype(bool) | candidates).astype(np.uint8)
     _, labels = cv2.connectedComponents(grown)
-    kept = np.isin(labels, np.unique(labels[erased.astype(bool)]))
+    kept = np.isin(labels, np.unique(labels[edit_region.astype(bool)]))
     return fill_holes((kept & grown.astype(bool)).astype(np.uint8))
 
 
 def symmetric_top(
-    erased: np.ndarray,
+    edit_region: np.ndarray,
     crop: np.ndarray,
     crop_mesh: np.ndarray,
     max_yaw: float,
     inside: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`erased` with its top edge raised, column by column, to the edge of the column mirrored
+    """`edit_region` with its top edge raised, column by column, to the edge of the column mirrored
     about the nose tip where that is at least `SYMMETRIC_TOP_MIN_STEP` higher, never above the
     lower lids, taking only pixels of the photo (`inside`) whose colour is far from the skin's
-    between the eyes. Faces turned further than `max_yaw` keep `erased` as it is."""
+    between the eyes. Faces turned further than `max_yaw` keep `edit_region` as it is."""
     eyes = mesh_eyes(crop_mesh)
     eye_distance = abs(float(eyes[1, 0] - eyes[0, 0]))
     nose_x = float(crop_mesh[NOSE_TIP, 0])
     if eye_distance < 1 or abs(nose_x - eyes[:, 0].mean()) > max_yaw * eye_distance:
-        return erased
-    height, width = erased.shape
-    present = erased.any(axis=0)
-    top = np.where(present, np.argmax(erased, axis=0), height)
+        return edit_region
+    height, width = edit_region.shape
+    present = edit_region.any(axis=0)
+    top = np.where(present, np.argmax(edit_region, axis=0), height)
     mirror = np.round(2 * nose_x - np.arange(width)).astype(int)
     mirrored = np.full(width, height)
     within = (mirror >= 0) & (mirror < width)
@@ -227,15 +227,15 @@ def symmetric_top(
     if inside is not None:
         added &= inside > 0.5
     if not added.any():
-        return erased
+        return edit_region
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-    photo = np.ones(erased.shape, bool) if inside is None else inside > 0.5
-    skin = skin_between_eyes(lab, crop_mesh, erased.astype(bool) | ~photo)
+    photo = np.ones(edit_region.shape, bool) if inside is None else inside > 0.5
+    skin = skin_between_eyes(lab, crop_mesh, edit_region.astype(bool) | ~photo)
     if skin is None:
-        return erased
+        return edit_region
     far = np.zeros_like(added)
     far[added] = np.linalg.norm(lab[added] - skin, axis=-1) >= SYMMETRIC_TOP_SKIN_DISTANCE
-    return _join_connected(erased, far)
+    return _join_connected(edit_region, far)
 
 
 def blend_weight(region: np.ndarray, grow: float, feather: float) -> np.ndarray:
@@ -263,15 +263,17 @@ def plan_edit(
     region = mask_region(mask_prob, config.mask_threshold)
     fraction = float(region.mean())
     edited = fraction >= config.min_mask_fraction
-    erased = region
+    edit_region = region
     if edited and crop_mesh is not None and config.widen_from is not None:
-        erased = widen_to_face(region, crop_mesh, config.widen_from, inside)
+        edit_region = widen_to_face(region, crop_mesh, config.widen_from, inside)
     if edited and crop_mesh is not None and crop is not None and config.mask_colour_distance is not None:
-        erased = follow_mask_colour(erased, region, crop, crop_mesh, config.mask_colour_distance, inside)
+        edit_region = follow_mask_colour(
+            edit_region, region, crop, crop_mesh, config.mask_colour_distance, inside
+        )
     if edited and crop_mesh is not None and crop is not None and config.symmetric_top_max_yaw is not None:
-        erased = symmetric_top(erased, crop, crop_mesh, config.symmetric_top_max_yaw, inside)
+        edit_region = symmetric_top(edit_region, crop, crop_mesh, config.symmetric_top_max_yaw, inside)
     weight = (
-        blend_weight(erased, config.grow_px, config.feather_px)
+        blend_weight(edit_region, config.grow_px, config.feather_px)
         if edited
         else np.zeros(region.shape, np.float32)
     )
