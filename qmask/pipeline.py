@@ -6,7 +6,7 @@ through the product makes the same decisions."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +156,7 @@ class UnmaskPipeline:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _batched(self, run, *arrays: np.ndarray) -> np.ndarray:
+    def _batched(self, run: Callable[..., np.ndarray], *arrays: np.ndarray) -> np.ndarray:
         size = self.config.batch_size
         parts = [run(*(a[i : i + size] for a in arrays)) for i in range(0, len(arrays[0]), size)]
         return np.concatenate(parts)

@@ -135,7 +135,9 @@ class _PackDataset(Dataset):
         eyes = mesh_eyes(mesh)
         return eyes_to_crop(jittered_eyes(eyes, rng, self.config))
 
-    def _finish(self, rng: np.random.Generator, images: list[np.ndarray], planes: list[np.ndarray]):
+    def _finish(
+        self, rng: np.random.Generator, images: list[np.ndarray], planes: list[np.ndarray]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The same flip for every image and plane, the same grey for every image."""
         if self.config.flip and rng.random() < 0.5:
             images, planes = [im[:, ::-1] for im in images], [p[:, ::-1] for p in planes]

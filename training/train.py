@@ -22,6 +22,7 @@ import os
 import random
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -258,7 +259,9 @@ def git_commit() -> str | None:
     return commit + ("+changes" if dirty else "")
 
 
-def _batches(dataset: Dataset, sampler: DistributedSampler | None, cfg: TrainConfig, epoch: int):
+def _batches(
+    dataset: Dataset, sampler: DistributedSampler | None, cfg: TrainConfig, epoch: int
+) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
     """Endless (epoch, batch) stream; every epoch draws new masks and holes and a new order."""
     while True:
         dataset.set_epoch(epoch)
