@@ -7,6 +7,8 @@ so the networks see faces framed exactly as at inference.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -36,10 +38,10 @@ def mesh_eyes(mesh: np.ndarray) -> np.ndarray:
     return np.array([(mesh[i] + mesh[j]) / 2 for i, j in EYE_CORNERS], dtype=np.float64)
 
 
-def eyes_to_crop(eyes: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+def eyes_to_crop(eyes: np.ndarray) -> np.ndarray:
     """2x3 similarity matrix that maps the image onto the canonical crop, from the eye centres."""
     src = np.asarray(eyes, dtype=np.float64)
-    dst = CANONICAL_EYES * (size / CROP_SIZE)
+    dst = CANONICAL_EYES
     src_vec, dst_vec = src[1] - src[0], dst[1] - dst[0]
     # Complex division gives rotation and scale in one step: z = dst_vec / src_vec.
     z = complex(*dst_vec) / complex(*src_vec)
@@ -58,7 +60,7 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return pts @ matrix[:, :2].T + matrix[:, 2]
 
 
-def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+def warp_to_crop(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """The canonical crop; outside the photo it is mirrored.
 
     Mirroring, not replicating the edge: replicated edges are long streaks that dominate crops of
@@ -66,25 +68,40 @@ def warp_to_crop(image: np.ndarray, matrix: np.ndarray, size: int = CROP_SIZE) -
     trained on them learnt to paint streaks into lower faces.
     """
     return cv2.warpAffine(
-        image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        image, matrix, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
     )
 
 
-def inside_photo(shape: tuple[int, int], matrix: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
-    """(size, size) float32 weight of crop pixels that come from inside the photo (1) or from its
+def inside_photo(shape: tuple[int, ...], matrix: np.ndarray) -> np.ndarray:
+    """(CROP_SIZE, CROP_SIZE) float32 weight of crop pixels that come from inside the photo (1) or from its
     mirrored surroundings (0), ramping over the one pixel between as bilinear sampling does.
 
     Computed from the crop's pixel positions, not by warping a photo-sized plane: it runs for
     every face of every photo and video frame.
     """
     h, w = shape[:2]
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    ys, xs = np.mgrid[0:CROP_SIZE, 0:CROP_SIZE].astype(np.float32)
     inv = invert(matrix)
     x = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
     y = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
     along_x = np.clip(np.minimum(x + 1, w - x), 0, 1)
     along_y = np.clip(np.minimum(y + 1, h - y), 0, 1)
     return (along_x * along_y).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class AlignedFace:
+    """One face in the canonical crop: what every stage after detection works on."""
+
+    matrix: np.ndarray  # 2x3, photo -> crop (`eyes_to_crop`)
+    crop: np.ndarray  # (CROP_SIZE, CROP_SIZE, 3), `warp_to_crop`
+    inside: np.ndarray  # (CROP_SIZE, CROP_SIZE) float32, `inside_photo`
+
+
+def align_face(image: np.ndarray, eyes: np.ndarray) -> AlignedFace:
+    """The face whose eye centres are `eyes` (image pixels), in the canonical crop."""
+    matrix = eyes_to_crop(eyes)
+    return AlignedFace(matrix, warp_to_crop(image, matrix), inside_photo(image.shape, matrix))
 
 
 def paste_back(image: np.ndarray, crop: np.ndarray, weight: np.ndarray, matrix: np.ndarray) -> np.ndarray:

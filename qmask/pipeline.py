@@ -14,14 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmask.align import (
-    eyes_to_crop,
-    inside_photo,
-    paste_back,
-    training_window,
-    transform_points,
-    warp_to_crop,
-)
+from qmask.align import align_face, paste_back, training_window, transform_points
 from qmask.blend import (
     BlendConfig,
     Edit,
@@ -299,22 +292,25 @@ class UnmaskPipeline:
             found = [self.detect(rgb) for rgb in images]
         with timer("align"):
             jobs = [
-                (index, face, eyes_to_crop(face.eyes))
+                (index, face, align_face(images[index], face.eyes))
                 for index, faces in enumerate(found)
                 if not isinstance(faces, InputError)
                 for face in faces
             ]
-            crops = np.stack([warp_to_crop(images[i], m) for i, _, m in jobs]) if jobs else None
-            inside = np.stack([inside_photo(images[i].shape, m) for i, _, m in jobs]) if jobs else None
-            meshes = [None if face.mesh is None else transform_points(face.mesh, m) for _, face, m in jobs]
+            crops = np.stack([aligned.crop for _, _, aligned in jobs]) if jobs else None
+            inside = np.stack([aligned.inside for _, _, aligned in jobs]) if jobs else None
+            meshes = [
+                None if face.mesh is None else transform_points(face.mesh, aligned.matrix)
+                for _, face, aligned in jobs
+            ]
         crop_results = self.unmask_crops(crops, inside, timer, meshes) if jobs else []
         outputs = {i: images[i].copy() for i, _, _ in jobs}
         face_results: dict[int, list[FaceResult]] = {i: [] for i in outputs}
         debugs: dict[int, list[CropResult]] = {i: [] for i in outputs}
-        for (index, face, matrix), result in zip(jobs, crop_results, strict=True):
+        for (index, face, aligned), result in zip(jobs, crop_results, strict=True):
             if result.painted is not None:
                 with timer("paste_back"):
-                    paste_back(outputs[index], result.painted, result.edit.weight, matrix)
+                    paste_back(outputs[index], result.painted, result.edit.weight, aligned.matrix)
             face_results[index].append(
                 FaceResult(
                     box=face.box,

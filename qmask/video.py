@@ -28,7 +28,7 @@ from typing import BinaryIO
 import av
 import numpy as np
 
-from qmask.align import eyes_to_crop, inside_photo, paste_back, transform_points, warp_to_crop
+from qmask.align import align_face, eyes_to_crop, paste_back, transform_points
 from qmask.errors import InputError
 from qmask.faces import Face, box_iou
 from qmask.pipeline import NoFaceError, StageTimer, UnmaskPipeline
@@ -324,12 +324,12 @@ class _Renderer:
         cfg = self.config
         with self.timer("align"):
             jobs = [
-                (offset, track, eyes_to_crop(eyes), mesh)
+                (offset, track, align_face(self.pending[offset][1], eyes), mesh)
                 for offset in range(len(self.pending))
                 for track, eyes, mesh in self.faces_by_frame[self.index + offset]
             ]
-            crops = [warp_to_crop(self.pending[offset][1], matrix) for offset, _, matrix, _ in jobs]
-            inside = [inside_photo(self.pending[offset][1].shape, matrix) for offset, _, matrix, _ in jobs]
+            crops = [aligned.crop for _, _, aligned, _ in jobs]
+            inside = [aligned.inside for _, _, aligned, _ in jobs]
         edited = [False] * len(self.pending)
         if jobs:
             with self.timer("segment"):
@@ -351,7 +351,7 @@ class _Renderer:
                         np.stack([inside[k] for k in chosen]),
                     )
             for k, face in zip(chosen, painted if chosen else [], strict=True):
-                offset, track, matrix, _ = jobs[k]
+                offset, track, aligned, _ = jobs[k]
                 face = face.astype(np.float32)
                 if track in self.face_average:
                     face = cfg.face_ema * face + (1 - cfg.face_ema) * self.face_average[track]
@@ -361,7 +361,7 @@ class _Renderer:
                         self.pending[offset][1],
                         np.clip(np.rint(face), 0, 255).astype(np.uint8),
                         edits[k].weight,
-                        matrix,
+                        aligned.matrix,
                     )
                 edited[offset] = True
         for (frame, rgb), was_edited in zip(self.pending, edited, strict=True):

@@ -52,7 +52,7 @@ def test_mask_styles_are_named_without_their_details():
 
 
 def test_evaluation_scores_exactly_what_the_pipeline_shows(tmp_path):
-    from qmask.align import eyes_to_crop, inside_photo, transform_points, warp_to_crop
+    from qmask.align import align_face, transform_points
     from qmask.pipeline import UnmaskPipeline
     from tests.conftest import BENCH, load_rgb
     from training.evaluate import Methods
@@ -62,10 +62,10 @@ def test_evaluation_scores_exactly_what_the_pipeline_shows(tmp_path):
         result = pipeline.unmask_array(photo, debug=True)
         shown = result.debug[0]
         face = pipeline.detector.detect(photo)[0]
-        matrix = eyes_to_crop(face.eyes)
-        crop, inside = warp_to_crop(photo, matrix), inside_photo(photo.shape, matrix)
+        aligned = align_face(photo, face.eyes)
+        crop, inside = aligned.crop, aligned.inside
         assert np.array_equal(crop, shown.crop)
-        crop_mesh = transform_points(face.mesh, matrix)
+        crop_mesh = transform_points(face.mesh, aligned.matrix)
         scored, region = Methods(pipeline)(crop, np.zeros((256, 256), bool), inside, crop_mesh)["ours"]
     assert result.faces[0].edited
     assert np.array_equal(scored, shown.output) and np.array_equal(region, shown.edit.region > 0)

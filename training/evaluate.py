@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from qmask.align import eyes_to_crop, inside_photo, mesh_eyes, transform_points, warp_to_crop
+from qmask.align import align_face, mesh_eyes, transform_points, warp_to_crop
 from qmask.pipeline import DEFAULT_WEIGHTS, PipelineConfig, UnmaskPipeline
 from training.landmarks import list_images, load_landmarks
 from training.masks import MaskRenderer
@@ -140,11 +140,11 @@ def evaluate(
                 continue
             mesh = found[0].mesh
         drawn = renderer.render(rgb, mesh, np.random.default_rng([seed, index]))
-        matrix = eyes_to_crop(mesh_eyes(mesh))
-        masked, truth = warp_to_crop(drawn.image, matrix), warp_to_crop(rgb, matrix)
-        mask = warp_to_crop(drawn.alpha, matrix) > 0.5
+        aligned = align_face(rgb, mesh_eyes(mesh))
+        truth, matrix = aligned.crop, aligned.matrix
+        masked, mask = warp_to_crop(drawn.image, matrix), warp_to_crop(drawn.alpha, matrix) > 0.5
         # Only the photo is scored: around it the crop is a mirror image of it, nobody's face.
-        inside = inside_photo(rgb.shape, matrix) > 0.5
+        inside = aligned.inside > 0.5
         bare_edited.append(methods.edits_bare_face(truth))
         # The mesh of the photo without its mask (as cached): the pipeline fits it on the masked
         # photo, where it is a little less sure of the jaw.
