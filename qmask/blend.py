@@ -87,10 +87,10 @@ class Edit:
         return (self.weight >= 1).astype(np.float32)
 
 
-def fill_holes(hard: np.ndarray, close_px: int = 9) -> np.ndarray:
-    """Close small gaps and fill enclosed holes: a real mask is one solid piece, and a hole in the
-    prediction (a valve, a printed pattern) would leave a patch of mask in the result."""
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
+def fill_holes(hard: np.ndarray) -> np.ndarray:
+    """Close gaps up to 9 px and fill enclosed holes: a real mask is one solid piece, and a hole in
+    the prediction (a valve, a printed pattern) would leave a patch of mask in the result."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
     closed = cv2.morphologyEx(hard, cv2.MORPH_CLOSE, kernel)
     _, labels = cv2.connectedComponents(1 - closed)
     edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))

@@ -17,6 +17,9 @@ from qmask.errors import InputError
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 FORMAT_BY_MEDIA_TYPE = {v: k for k, v in SUPPORTED_FORMATS.items()}
 FORMAT_BY_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+# JPEG and WebP: high enough that the untouched part of the photo survives the round trip without
+# visible loss (and no chroma subsampling for JPEG): only the faces were meant to change.
+ENCODE_QUALITY = 95
 
 
 class NotAnImageError(InputError):
@@ -113,7 +116,7 @@ def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
     return DecodedImage(rgb=rgb, alpha=alpha, format=fmt, mode=image.mode, info=info)
 
 
-def encode(decoded: DecodedImage, rgb: np.ndarray, fmt: str | None = None, quality: int = 95) -> bytes:
+def encode(decoded: DecodedImage, rgb: np.ndarray, fmt: str | None = None) -> bytes:
     """Pixels -> bytes in `fmt` (default: the input's format), restoring mode and transparency."""
     fmt = fmt or decoded.format
     image = Image.fromarray(rgb, "RGB")
@@ -129,8 +132,8 @@ def encode(decoded: DecodedImage, rgb: np.ndarray, fmt: str | None = None, quali
     buffer = io.BytesIO()
     options: dict = {k: v for k, v in decoded.info.items() if k in ("icc_profile", "dpi")}
     if fmt == "JPEG":
-        options.update(quality=quality, subsampling=0)
+        options.update(quality=ENCODE_QUALITY, subsampling=0)
     elif fmt == "WEBP":
-        options.update(quality=quality)
+        options.update(quality=ENCODE_QUALITY)
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()

@@ -20,9 +20,9 @@ import cv2
 import numpy as np
 
 
-def is_heldout(name: str, percent: int = 5) -> bool:
-    """A fixed slice of the training folder never trained on, for the per-group evaluation."""
-    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 100 < percent
+def is_heldout(name: str) -> bool:
+    """A fixed 5% of the training folder never trained on, for the per-group evaluation."""
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 100 < 5
 
 
 class FacePack:
