@@ -55,6 +55,16 @@ def test_the_pack_holds_the_photos_and_meshes_and_leaves_out_the_heldout_slice(t
     assert FacePack.load(tiny_pack, limit=2).names == pack.names[:2]
 
 
+def test_a_pack_cut_by_size_is_a_fair_sample_not_the_first_names(tiny_pack, tmp_path):
+    # UTKFace's names begin with the age: a cut in name order would hold only some ages.
+    full = FacePack.load(tiny_pack)
+    assert full.names != sorted(full.names)
+    landmarks = tiny_pack.parent / "landmarks.npz"
+    count = build_pack(UTKFACE, landmarks, tmp_path / "cut.npz", max_bytes=tiny_pack.stat().st_size // 2)
+    assert 0 < count < len(full)
+    assert FacePack.load(tmp_path / "cut.npz").names == full.names[:count]
+
+
 def test_a_few_steps_lower_the_inpainters_loss(tmp_path, tiny_pack):
     # Two faces, the L1 term alone (the adversarial terms make a few steps noisy): the inpainter
     # must start fitting them.

@@ -20,9 +20,13 @@ import cv2
 import numpy as np
 
 
+def _name_hash(name: str) -> int:
+    return int(hashlib.sha1(name.encode()).hexdigest(), 16)
+
+
 def is_heldout(name: str) -> bool:
     """A fixed 5% of the training folder never trained on, for the per-group evaluation."""
-    return int(hashlib.sha1(name.encode()).hexdigest(), 16) % 100 < 5
+    return _name_hash(name) % 100 < 5
 
 
 class FacePack:
@@ -52,8 +56,11 @@ class FacePack:
 
 
 def build_pack(faces_dir: Path, landmarks: Path, out: Path, max_bytes: int | None = None) -> int:
-    """Write the pack of every face with a cached mesh (held-out slice excluded), in name order,
-    stopping before `max_bytes`; returns the number of faces packed."""
+    """Write the pack of every face with a cached mesh (held-out slice excluded), stopping before
+    `max_bytes`; returns the number of faces packed.
+
+    The faces go in the order of their names' hashes, not of their names: UTKFace's names begin
+    with the age, so a pack cut by size in name order held only faces under 27 and over 99."""
     # Imported here: training.landmarks needs the face detector (mediapipe), which training itself
     # does not, and a GPU machine may lack.
     from training.landmarks import load_landmarks
@@ -61,7 +68,7 @@ def build_pack(faces_dir: Path, landmarks: Path, out: Path, max_bytes: int | Non
     meshes = load_landmarks(landmarks)
     names, blobs, kept = [], [], []
     size = 0
-    for name in sorted(n for n in meshes if not is_heldout(n)):
+    for name in sorted((n for n in meshes if not is_heldout(n)), key=_name_hash):
         blob = (faces_dir / name).read_bytes()
         size += len(blob) + 478 * 2 * 2
         if max_bytes is not None and size > max_bytes:
