@@ -38,7 +38,7 @@ from ts.service import Service
 from handlers.contract import JSON_TYPE, MEDIA, Upload, check_media, choose_output, read_upload
 from qmask.errors import InputError
 from qmask.imageio import FORMAT_BY_MEDIA_TYPE, SUPPORTED_FORMATS, DecodedImage, decode, encode
-from qmask.pipeline import FaceResult, PipelineConfig, UnmaskPipeline
+from qmask.pipeline import FaceResult, PipelineConfig, UnmaskPipeline, UnmaskResult
 from qmask.video import OUTPUT_MEDIA_TYPE, VideoConfig, VideoLimits, unmask_video
 
 logger = logging.getLogger(__name__)
@@ -137,10 +137,10 @@ class QMaskHandler:
                 decoded[idx] = image, choose_output(accept, SUPPORTED_FORMATS[image.format])
             except Exception as exc:  # one request's failure must not fail its batch
                 answers[idx] = self._error(context, idx, exc)
-        results = self.pipeline.unmask_arrays([image.rgb for image, _ in decoded.values()])
+        results = self._unmask([image.rgb for image, _ in decoded.values()])
         for (idx, (image, output)), result in zip(decoded.items(), results, strict=True):
             try:
-                if isinstance(result, InputError):
+                if isinstance(result, Exception):
                     raise result
                 answers[idx] = self._answer(context, idx, image, result.image, result.faces, output)
             except Exception as exc:  # as above
@@ -155,6 +155,25 @@ class QMaskHandler:
             (time.perf_counter() - start) * 1000,
         )
         return [a if a is not None else b"" for a in answers]
+
+    def _unmask(self, images: list[np.ndarray]) -> list[UnmaskResult | Exception]:
+        """Every photo's faces in one batch per network. Should that batch fail (out of GPU memory
+        with many faces, a bug one photo triggers), each photo goes again on its own, so only the
+        photo that fails gets an error."""
+        assert self.pipeline is not None
+        try:
+            return list(self.pipeline.unmask_arrays(images))
+        except Exception as exc:
+            if len(images) == 1:
+                return [exc]
+            logger.exception("a batch of %d photos failed; each goes again on its own", len(images))
+        results: list[UnmaskResult | Exception] = []
+        for rgb in images:
+            try:
+                results.extend(self.pipeline.unmask_arrays([rgb]))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     def _video(self, context: Context, idx: int, data: bytes) -> bytes:
         """The unmasked clip as MP4, written to memory only (PyAV reads and writes BytesIO)."""

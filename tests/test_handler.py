@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -252,6 +253,28 @@ def test_unexpected_failure_stays_with_its_request(handler, context, monkeypatch
     answers = handle(handler, context, wire(encoded("JPEG"), "image/jpeg"), wire(PHOTO.read_bytes()))
     assert [s for s, _, _ in answers] == [500, 200]
     assert json.loads(answers[0][2])["code"] == "internal_error"
+
+
+def test_a_failing_network_batch_fails_only_the_photo_that_breaks_it(handler, context, monkeypatch):
+    # As when one photo's faces exhaust the GPU's memory or meet a bug: the batch goes again photo by
+    # photo, and only the photo that breaks it gets the 500.
+    unmask_arrays = handler.pipeline.unmask_arrays
+    breaking = REAL_MASKED / "1237.png"
+    breaking_shape = np.asarray(Image.open(breaking)).shape[:2]
+    calls = []
+
+    def failing_with(images, debug=False):
+        calls.append(len(images))
+        if any(rgb.shape[:2] == breaking_shape for rgb in images):
+            raise RuntimeError("CUDA out of memory")
+        return unmask_arrays(images, debug)
+
+    monkeypatch.setattr(handler.pipeline, "unmask_arrays", failing_with)
+    requests = [wire(PHOTO.read_bytes()), wire(encoded("PNG", breaking)), wire(encoded("JPEG"), "image/jpeg")]
+    answers = handle(handler, context, *requests)
+    assert [s for s, _, _ in answers] == [200, 500, 200]
+    assert json.loads(answers[1][2])["code"] == "internal_error"
+    assert calls == [3, 1, 1, 1]
 
 
 def test_cpu_when_the_context_names_a_gpu_but_there_is_none(unpacked, monkeypatch):
