@@ -17,6 +17,11 @@ from qmask.errors import InputError
 SUPPORTED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 FORMAT_BY_MEDIA_TYPE = {v: k for k, v in SUPPORTED_FORMATS.items()}
 FORMAT_BY_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+# Brands of ISO media files (an `ftyp` box, as MP4 clips have) that are still images: HEIC, as
+# iPhones take photos, and AVIF.
+ISO_IMAGE_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+# What PIL raises on a known signature followed by garbage, while reading the header or the pixels.
+CORRUPT_IMAGE_ERRORS = (OSError, SyntaxError, EOFError, ValueError)
 # JPEG and WebP: high enough that the untouched part of the photo survives the round trip without
 # visible loss (and no chroma subsampling for JPEG): only the faces were meant to change.
 ENCODE_QUALITY = 95
@@ -69,6 +74,11 @@ def _deep_grey(image: Image.Image) -> np.ndarray:
     return np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
 
 
+def is_iso_image(head: bytes) -> bool:
+    """A HEIC or AVIF still image (its first bytes suffice)."""
+    return head[4:8] == b"ftyp" and head[8:12] in ISO_IMAGE_BRANDS
+
+
 def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
     """Bytes -> pixels. Raises an `InputError` subclass for anything we will not process."""
     limits = limits or ImageLimits()
@@ -81,11 +91,13 @@ def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
+        if is_iso_image(data):
+            message = "HEIC and AVIF photos are not supported; send JPEG, PNG or WebP"
+            raise UnsupportedFormatError(message) from exc
         raise NotAnImageError("the data is not an image (expected JPEG, PNG or WebP)") from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageTooLargeError(str(exc)) from exc
-    except (OSError, SyntaxError, EOFError, ValueError) as exc:
-        # A known signature followed by garbage fails while the header is read.
+    except CORRUPT_IMAGE_ERRORS as exc:
         raise TruncatedImageError(f"the image data is truncated or corrupt ({exc})") from exc
     # MPO (the two-frame JPEG some phones write) is JPEG whose first frame is the photo.
     fmt = "JPEG" if image.format == "MPO" else image.format
@@ -99,7 +111,7 @@ def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
     try:
         image.load()
         upright = ImageOps.exif_transpose(image)
-    except (OSError, SyntaxError) as exc:
+    except CORRUPT_IMAGE_ERRORS as exc:
         raise TruncatedImageError(f"the image data is truncated or corrupt ({exc})") from exc
     info = {k: v for k, v in image.info.items() if k in ("icc_profile", "dpi")}
     if upright.mode in DEEP_GREY_MODES:

@@ -31,6 +31,7 @@ import numpy as np
 from qmask.align import align_face, eyes_to_crop, paste_back, transform_points
 from qmask.errors import InputError
 from qmask.faces import Face, box_iou
+from qmask.imageio import is_iso_image
 from qmask.pipeline import NoFaceError, StageTimer, UnmaskPipeline
 
 VIDEO_MEDIA_TYPES = ("video/mp4", "video/quicktime", "video/webm")
@@ -196,7 +197,10 @@ def _stored(rgb: np.ndarray, rotation: int) -> np.ndarray:
 
 
 def looks_like_video(head: bytes) -> bool:
-    """MP4/QuickTime (`ftyp` box) or Matroska/WebM (EBML magic): then a failure means damage."""
+    """MP4/QuickTime (`ftyp` box) or Matroska/WebM (EBML magic): then a failure means damage.
+    HEIC and AVIF photos begin with an `ftyp` box too: they are photos (of a format not taken)."""
+    if is_iso_image(head):
+        return False
     return head[4:8] in (b"ftyp", b"wide", b"mdat", b"moov", b"free") or head[:4] == b"\x1a\x45\xdf\xa3"
 
 

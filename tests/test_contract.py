@@ -11,6 +11,8 @@ from qmask.imageio import NotAnImageError, UnsupportedFormatError
 from tests.conftest import REAL_MASKED
 
 PNG = (REAL_MASKED / "1003.png").read_bytes()
+# How a HEIC file begins: its ftyp box (major brand heic, compatible mif1 and heic), then its meta box.
+HEIC_HEAD = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic\x00\x00\x01\x00meta" + bytes(252)
 
 
 def test_a_raw_body_or_the_data_field_is_the_upload():
@@ -28,6 +30,8 @@ def test_clips_are_told_by_their_type_or_their_bytes():
     assert read_upload({"body": clip}, {"body": "video/webm"}, {}, "video/webm").media == "video"
     assert read_upload({"body": clip}, {"body": "application/octet-stream"}, {}, "").media == "video"
     assert read_upload({"body": PNG}, {"body": ""}, {}, "").media == "photo"
+    # An iPhone photo (HEIC) begins with an ftyp box as MP4 does: still a photo, not a clip.
+    assert read_upload({"body": HEIC_HEAD}, {"body": "application/octet-stream"}, {}, "").media == "photo"
 
 
 @pytest.mark.parametrize(

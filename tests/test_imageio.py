@@ -59,6 +59,14 @@ def test_unsupported_format():
     assert err.value.status == 415
 
 
+def test_heic_and_avif_photos_are_named_as_not_supported():
+    for brand in (b"heic", b"avif"):
+        head = b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1" + brand + bytes(64)
+        with pytest.raises(UnsupportedFormatError, match="HEIC and AVIF") as err:
+            decode(head)
+        assert err.value.status == 415
+
+
 def test_exif_orientation_is_applied_and_format_kept():
     image = Image.new("RGB", (40, 20), (200, 10, 10))
     exif = Image.Exif()
