@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(api.scale(args.version, args.workers))
         else:
             print(api.unregister(args.version))
-    except (ManagementError, urllib.error.URLError) as exc:
+    except (ManagementError, OSError) as exc:
         print(f"serve.manage: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import sys
 import time
-import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,7 +197,7 @@ def _switch(pods: list[Pod], version: str, keep: str, photo: bytes, say: Callabl
                 default, _ = pod_versions(pod, model)
                 pod.management(model).set_default(version)
                 switched.append((pod, model, default))
-    except (RolloutError, ManagementError, urllib.error.URLError) as exc:
+    except (RolloutError, ManagementError, OSError) as exc:  # OSError: URLError, timeouts, resets
         # Leave the pods as they were: old defaults back, the new version's workers released.
         for pod, model, default in switched:
             pod.management(model).set_default(default)
@@ -287,7 +286,7 @@ def show_status(cluster: Cluster, say: Callable[[str], None] = print) -> None:
     for pod in ready:
         try:
             default, registered = pod_versions(pod)
-        except (ManagementError, urllib.error.URLError) as exc:
+        except (ManagementError, OSError) as exc:
             say(f"{pod.name}: management API unreachable ({exc})")
             continue
         say(f"{pod.name}: default {default}, loaded {', '.join(sorted(registered))}")

@@ -244,6 +244,26 @@ def test_missing_archive_changes_nothing(torchserve, kube):
     assert kube.configmap["data"]["version"] == VERSION
 
 
+def test_a_management_call_that_times_out_midway_is_undone(torchserve, kube, monkeypatch):
+    # The photo model already switched when the clip model's call times out (not a URLError):
+    # the photo model goes back and the new version's workers are released.
+    from serve.manage import Management
+
+    before, set_default = loaded(torchserve), Management.set_default
+
+    def timing_out_for_clips(self, version):
+        if self.model == "qmask-video":
+            raise TimeoutError("timed out")
+        return set_default(self, version)
+
+    monkeypatch.setattr(Management, "set_default", timing_out_for_clips)
+    with pytest.raises(RolloutError, match="still serves its previous default"):
+        rollout.rollout_live(cluster_of(kube), NEXT, PHOTO, say=lambda _: None)
+    monkeypatch.undo()
+    assert default_version(torchserve) == VERSION and loaded(torchserve) == before
+    assert kube.configmap["data"]["version"] == VERSION
+
+
 def test_live_rollout_then_rollback(torchserve, kube):
     cluster = cluster_of(kube)
     said: list[str] = []
