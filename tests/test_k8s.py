@@ -245,6 +245,9 @@ def test_the_page_is_served_over_tls_only(overlay):
     assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
     # Uploads are held in memory by the proxy, not its temporary files.
     assert annotations["nginx.ingress.kubernetes.io/client-body-buffer-size"] == "30m"
+    # A visitor's requests all reach the replica holding their Streamlit session.
+    if find(rendered(overlay), "Deployment", "qmask-frontend")["spec"].get("replicas", 1) > 1:
+        assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
 
 
 def test_security_context_of_every_pod():
