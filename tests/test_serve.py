@@ -139,6 +139,19 @@ def test_prometheus_metrics(server):
     assert "# TYPE ts_inference_latency_microseconds counter" in response.text
 
 
+def test_the_java_heap_holds_both_models_full_queues_of_the_largest_requests():
+    import re
+
+    import yaml
+
+    lines = [line for line in CONFIG.read_text().splitlines() if "=" in line and not line.startswith("#")]
+    settings = dict(line.split("=", 1) for line in lines)
+    heap = int(re.search(r"-Xmx(\d+)g", settings["vmargs"]).group(1)) * 2**30
+    clips = yaml.safe_load((CONFIG.parent / "model-config-video.yaml").read_text())["jobQueueSize"]
+    queued = (int(settings["job_queue_size"]) + clips) * int(settings["max_request_size"])
+    assert queued < heap
+
+
 def test_management_api_stays_on_loopback():
     settings = dict(
         line.split("=", 1) for line in CONFIG.read_text().splitlines() if "=" in line and line[0] != "#"
