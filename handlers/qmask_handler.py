@@ -216,7 +216,8 @@ class QMaskHandler:
         else:
             # A bug, not the client's fault: keep the traceback (it holds no pixels) for the logs.
             logger.exception("request %d of the batch failed", idx)
-            status, code, message = 500, "internal_error", "the photo could not be processed"
+            kind = "clip" if self.media == "video" else "photo"
+            status, code, message = 500, "internal_error", f"the {kind} could not be processed"
         context.set_response_status(status, code, idx)
         context.set_response_content_type(idx, JSON_TYPE)
         return json.dumps({"code": code, "message": message}).encode()
