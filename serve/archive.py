@@ -46,10 +46,19 @@ def model_card_version(card: Path = MODEL_CARD) -> str:
 
 
 def build_mar(
-    export_dir: Path, version: str | None = None, weights: Path = DEFAULT_WEIGHTS, model: str = MODEL_NAME
+    export_dir: Path,
+    version: str | None = None,
+    weights: Path = DEFAULT_WEIGHTS,
+    model: str = MODEL_NAME,
+    card: Path | None = None,
 ) -> Path:
-    """Write `export_dir/MODEL-VERSION.mar` (replacing an older build) and return its path."""
+    """Write `export_dir/MODEL-VERSION.mar` (replacing an older build) and return its path.
+
+    The archive carries `card`, or the shipped model's card when the version is the card's: another
+    version (a training job's) goes without one rather than with a card that describes another model."""
     version = version or model_card_version()
+    if card is None and version == model_card_version():
+        card = MODEL_CARD
     export_dir.mkdir(parents=True, exist_ok=True)
     target = export_dir / f"{model}-{version}.mar"
     archiver = Path(sys.executable).with_name("torch-model-archiver")
@@ -63,9 +72,9 @@ def build_mar(
                 "--model-file", str(MODEL_FILE),
                 "--serialized-file", str(weights),
                 "--handler", str(HANDLER),
-                "--extra-files", str(MODEL_CARD),
                 "--config-file", str(MODEL_CONFIGS[model]),
                 "--export-path", tmp,
+                *(["--extra-files", str(card)] if card else []),
             ],
             check=True,
         )  # fmt: skip
@@ -73,9 +82,11 @@ def build_mar(
     return target
 
 
-def build_mars(export_dir: Path, version: str | None = None, weights: Path = DEFAULT_WEIGHTS) -> list[Path]:
+def build_mars(
+    export_dir: Path, version: str | None = None, weights: Path = DEFAULT_WEIGHTS, card: Path | None = None
+) -> list[Path]:
     """Both archives of a version: photos and clips."""
-    return [build_mar(export_dir, version, weights, model) for model in MODEL_CONFIGS]
+    return [build_mar(export_dir, version, weights, model, card) for model in MODEL_CONFIGS]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,8 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--export-path", type=Path, default=DEFAULT_STORE, help="model store folder")
     parser.add_argument("--version", help="archive version (default: the model card's)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="model file (.pt)")
+    parser.add_argument(
+        "--card", type=Path, default=None, help="model card (default: the shipped one, for its version)"
+    )
     args = parser.parse_args(argv)
-    for path in build_mars(args.export_path, args.version, args.weights):
+    for path in build_mars(args.export_path, args.version, args.weights, args.card):
         print(path)
 
 

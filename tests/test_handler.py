@@ -30,9 +30,9 @@ PHOTO = REAL_MASKED / "1003.png"  # one masked face, found by the detector
 VERSION = "9.9"
 
 
-def model_dir(tmp: Path, weights: Path, model: str = "qmask") -> Path:
+def model_dir(tmp: Path, weights: Path, model: str = "qmask", version: str = VERSION) -> Path:
     """A .mar built like `make mar` does, unpacked as TorchServe unpacks it for a worker."""
-    mar = build_mar(tmp / "store", VERSION, weights, model)
+    mar = build_mar(tmp / "store", version, weights, model)
     target = tmp / model
     with zipfile.ZipFile(mar) as zf:
         zf.extractall(target)
@@ -287,6 +287,14 @@ def test_cpu_when_the_context_names_a_gpu_but_there_is_none(unpacked, monkeypatc
         assert handler.pipeline.device.type == "cpu"
     finally:
         handler.pipeline.close()
+
+
+def test_an_archive_carries_a_model_card_only_for_the_version_it_describes(unpacked, tmp_path, tiny_model):
+    from serve.archive import MODEL_CARD, model_card_version
+
+    assert not (unpacked / "MODEL_CARD.md").exists()  # version 9.9: the shipped card describes another
+    shipped = model_dir(tmp_path, tiny_model, version=model_card_version())
+    assert (shipped / "MODEL_CARD.md").read_text() == MODEL_CARD.read_text()
 
 
 def test_refuses_weights_that_do_not_fit_the_installed_networks(tmp_path, tiny_model):
