@@ -1,9 +1,12 @@
 """TorchServe handler for the `qmask` model: HTTP requests in, `qmask.pipeline` calls, HTTP answers out.
 
 The .mar built by `serve/archive.py` holds this file, the weights (both stages' state_dicts in one
-file, loaded eagerly), `qmask/model.py` as TorchServe's model file and the model card. The `qmask`
-package itself, with its face-detector assets, is installed in the environment TorchServe runs in,
-so the archive carries weights and the environment carries code (see README, "Serving").
+file, loaded eagerly), `qmask/model.py` as TorchServe's model file (which TorchServe only records)
+and the model card. TorchServe runs the archive's copy of this file; everything it imports (the
+`qmask` package with its face-detector assets, `handlers.contract`) is the one installed in the
+environment TorchServe runs in. So an archive's weights must fit the installed networks
+(`initialize` refuses them otherwise), and an archive built before a change of this file goes on
+answering with the handler of its time (see README, "Serving").
 
 Contract (README, "Serving"): the photo is the request body (Content-Type image/jpeg, image/png or
 image/webp; none at all or application/octet-stream means "look at the bytes") or the multipart field
