@@ -429,4 +429,6 @@ def main() -> None:
         show_status()
 
 
-main()
+# Streamlit runs the page as __main__; tests import it for its constants.
+if __name__ == "__main__":
+    main()

@@ -205,6 +205,28 @@ def test_client_against_the_server(server):
         api.unmask(b"not a photo")
 
 
+def test_the_pages_copies_of_the_server_limits_are_the_servers():
+    # The page's image has no qmask package, so it states the limits itself: they must agree.
+    from frontend import app
+    from qmask.imageio import ImageLimits
+    from qmask.pipeline import PipelineConfig
+    from qmask.video import VIDEO_MEDIA_TYPES, VideoLimits
+
+    photos, clips = ImageLimits(), VideoLimits()
+    assert app.MAX_UPLOAD_MB * 2**20 == photos.max_bytes == clips.max_bytes
+    assert f"{photos.max_pixels // 1_000_000} megapixels" in app.MESSAGES[client.TooLarge]
+    assert f"({PipelineConfig().max_faces})" in app.MESSAGES[client.TooManyFaces]
+    clip_too_large = app.VIDEO_MESSAGES[client.TooLarge]
+    for words in (
+        f"{clips.max_seconds:.0f} seconds",
+        f"{clips.max_frames} frames",
+        f"{clips.max_fps:.0f} frames per second",
+        f"{clips.max_long_side}x{clips.max_short_side}",
+    ):
+        assert words in clip_too_large
+    assert set(client.VIDEO_TYPES.values()) <= set(VIDEO_MEDIA_TYPES)
+
+
 def test_client_retries_connection_errors_only():
     # Nothing listens: the connection is refused, retried twice with back-off, then reported.
     api = client.QMaskClient(f"http://127.0.0.1:{free_port()}")
