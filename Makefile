@@ -82,11 +82,13 @@ gpu-pack: setup
 	$(BIN)/python -m training.pack $(DATA)/train/utkface cache/utkface.npz cache/gpu/pack.npz --max-mib $(GPU_PACK_MIB)
 	$(BIN)/python -m training.perceptual cache/gpu/vgg16_relu3.npz
 
-# Model 2.0 on this 2-core machine (2.1 fine-tunes its segmenter, 2.2 its inpainter: README, "Training of model 2.1" and "2.2"):
+# Model 2.0's recipe on this 2-core machine (2.1 fine-tunes its segmenter, 2.2 its inpainter: README, "Training of model 2.1" and "2.2"):
 # the segmenter and the inpainter side by side, one core each
-# (the inpainter starts from model 1.1's generator, see training/convert_v1.py), then joined.
+# (the inpainter starts from model 1.1's generator, see training/convert_v1.py), then joined. The
+# mask renderer has grown since 2.0, so the segmenter sees more styles than 2.0's did.
 V1_COMMIT ?= 8b2cdeb
 train-cpu: setup
+	mkdir -p runs
 	git show $(V1_COMMIT):qmask/weights/default.pt > runs/model-1.1.pt
 	$(BIN)/python -m training.convert_v1 runs/model-1.1.pt runs/inpainter_from_1.1.pt
 	OMP_NUM_THREADS=1 $(BIN)/python -m training.train --config training/configs/cpu_segmenter.yaml & \
