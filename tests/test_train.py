@@ -122,6 +122,9 @@ def test_ddp_with_two_cpu_processes_on_gloo_resuming_a_one_process_run(tmp_path,
     # Two steps in one process, then one in two: the faces seen are counted across the restart.
     meta = read_networks(out / "inpainter.pt")[1]["training"]
     assert meta["processes"] == 2 and meta["images_seen"] == 2 * cfg.batch_size + 1 * 2 * cfg.batch_size
+    # A model exported from the run folder (its checkpoint) carries the same record.
+    record = read_stage(out, "inpainter")[1]
+    assert (record["processes"], record["images_seen"], record["device"]) == (2, meta["images_seen"], "cpu")
 
 
 def test_learning_rate_is_constant_then_decays_linearly_to_zero_over_the_budget():

@@ -30,7 +30,9 @@ def read_stage(path: Path, stage: str) -> tuple[torch.nn.Module, dict]:
         state = ckpt["ema"] if "ema" in ckpt else ckpt["networks"][stage]
         net = build_network(stage, UNetConfig(**config["network"]), state)
         record = {"steps": ckpt["step"], "minutes": round(ckpt["elapsed_s"] / 60, 1), "config": config}
-        return net, record | {"commit": ckpt.get("commit"), "from_checkpoint": True}
+        # Checkpoints older than 2026-12-06 lack the device and the processes.
+        written = {key: ckpt.get(key) for key in ("images_seen", "device", "processes", "commit")}
+        return net, record | written | {"from_checkpoint": True}
     found, meta = read_networks(path)
     if stage not in found:
         raise SystemExit(f"{path} has no {stage} stage")

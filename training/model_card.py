@@ -49,12 +49,12 @@ def training_section(meta: dict) -> list[str]:
         data, loss, network = config.get("data", {}), config.get("loss", {}), config.get("network", {})
         source = "a run's checkpoint" if record.get("from_checkpoint") else "exported at the end of its run"
         steps = f"{record.get('steps', '?')} steps of batch {config.get('batch_size', '?')}"
-        # A checkpoint does not record how many processes wrote it (a run may be resumed with more).
+        # Older checkpoints do not record how many processes wrote them (a run may be resumed with more).
         if record.get("processes"):
             steps += f" x {record['processes']} process(es) at the end"
         if record.get("images_seen"):
             steps += f", {record['images_seen']:,} faces in all"
-        where = f"{record.get('minutes', '?')} minutes on {record.get('device', 'cpu')}"
+        where = f"{record.get('minutes', '?')} minutes on {record.get('device') or '?'}"
         if config.get("ema_decay") is not None:
             steps += f", weights averaged over the steps (EMA decay {config['ema_decay']})"
         lines.append(

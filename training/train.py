@@ -347,6 +347,7 @@ def train(cfg: TrainConfig) -> Path:
         if ckpt_path.exists() and "ema" in ckpt:
             ema.load_state_dict(ckpt["ema"])
     models = {name: DistributedDataParallel(net) if world > 1 else net for name, net in networks.items()}
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
     def checkpoint(step: int, epoch: int, elapsed: float) -> None:
         if main_process:
@@ -357,6 +358,9 @@ def train(cfg: TrainConfig) -> Path:
                 "epoch": epoch,
                 "elapsed_s": elapsed,
                 "images_seen": images_before + seen,
+                # What wrote this checkpoint, for a model exported from it (its card).
+                "device": device_name,
+                "processes": world,
                 "commit": commit,
             }
             if ema is not None:
@@ -368,9 +372,8 @@ def train(cfg: TrainConfig) -> Path:
     autocast = bf16_autocast(device, bf16)
     if main_process:
         sizes = ", ".join(f"{name} {count_parameters(net) / 1e6:.2f}M" for name, net in networks.items())
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        name += ", bf16 autocast" if bf16 else ", fp32"
-        print(f"{cfg.stage}: {sizes} parameters; {len(dataset)} faces, {world} process(es) on {name}")
+        where = f"{world} process(es) on {device_name}, " + ("bf16 autocast" if bf16 else "fp32")
+        print(f"{cfg.stage}: {sizes} parameters; {len(dataset)} faces, {where}")
     started = time.time() - elapsed_before
     log = (out / "log.jsonl").open("a") if main_process else None
     bar = tqdm(
@@ -418,7 +421,7 @@ def train(cfg: TrainConfig) -> Path:
                 "steps": step,
                 "images_seen": images_before + seen,
                 "minutes": round((time.time() - started) / 60, 1),
-                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "device": device_name,
                 "processes": world,
                 "commit": commit,
                 "config": config_record,
