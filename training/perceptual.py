@@ -122,12 +122,6 @@ class PerceptualLoss(nn.Module):
         self.weights = weights
         self.vgg = VGGFeatures(blocks=len(weights), weights=vgg)
 
-    def train(self, mode: bool = True) -> PerceptualLoss:
-        # The VGG stays in eval mode: it has no dropout or batch norm, but keep it explicit.
-        super().train(mode)
-        self.vgg.eval()
-        return self
-
     def forward(self, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = image.new_zeros(())
         for w, a, b in zip(self.weights, self.vgg(image), self.vgg(target), strict=True):

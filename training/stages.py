@@ -152,11 +152,11 @@ class InpainterStep:
         self,
         config: UNetConfig,
         loss: LossConfig,
-        discriminator_channels: int = 64,
-        seed: int = 0,
-        vgg_weights: Path | None = None,
-        erase_outside_photo: bool = False,
-        critic_known_only: bool = False,
+        discriminator_channels: int,
+        seed: int,
+        vgg_weights: Path | None,
+        erase_outside_photo: bool,
+        critic_known_only: bool,
     ) -> None:
         self.erase_outside_photo = erase_outside_photo
         self.critic_known_only = critic_known_only

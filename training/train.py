@@ -177,11 +177,11 @@ def build_step(cfg: TrainConfig) -> SegmenterStep | InpainterStep:
         return InpainterStep(
             cfg.network_config,
             cfg.loss,
-            cfg.discriminator_channels,
-            cfg.seed,
-            vgg,
-            cfg.erase_outside_photo,
-            cfg.critic_known_only,
+            discriminator_channels=cfg.discriminator_channels,
+            seed=cfg.seed,
+            vgg_weights=vgg,
+            erase_outside_photo=cfg.erase_outside_photo,
+            critic_known_only=cfg.critic_known_only,
         )
     raise ValueError(f"unknown stage {cfg.stage!r}: segmenter or inpainter")
 

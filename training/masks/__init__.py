@@ -1,8 +1,10 @@
-"""Synthetic face masks drawn on unmasked faces: the inputs of the generator's training pairs.
+"""Synthetic face masks drawn on unmasked faces: the inputs of the segmenter's training pairs (the
+inpainter's pairs need no mask: bare faces with mask-shaped holes, `training.holes`).
 
-The generator never sees a real mask in training, so how closely these look like photographed masks
-decides how well it removes real ones (a model trained on flat, naive masks leaves ghosts of black
-cloth masks, valved N95s and masks that reach the ears or sit high on the nose). Two sources:
+The segmenter never sees a real mask in training, so how closely these look like photographed masks
+decides how well it finds real ones (the first one-network model, trained on flat, naive masks, left
+ghosts of black cloth masks, valved N95s and masks that reach the ears or sit high on the nose).
+Two sources:
 
 * drawn masks: surgical, N95, KN95, cloth (plain, printed, photo textures) and a flat "bench" style,
   shaped on the face mesh from the nose to under the chin across the visible face contour, shaded
