@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from qmask.faces import FaceDetector
+from tests.conftest import DATA
 from training.masks import (
     HELDOUT_TEMPLATES,
     HELDOUT_TEXTURES,
@@ -19,7 +18,6 @@ from training.masks import (
 )
 from training.masks.styles import load_styles
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TEMPLATES = DATA / "mask-templates"
 FACES = DATA / "train" / "utkface"
 EYES = (33, 133, 362, 263, 159, 145, 386, 374)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from qmask.assets import ASSETS, MissingAssetError, UnsafeCheckpointError, asset_path, read_numpy_checkpoint
-from tests.conftest import BENCH, REPO, load_rgb
+from tests.conftest import BENCH, DATA, load_rgb
 from training.perceptual import LPIPS, PerceptualLoss, VGGFeatures
 
 ALEXNET = next(a for a in ASSETS if a.name == "alexnet.ckpt")
@@ -75,7 +75,7 @@ def test_the_perceptual_loss_is_zero_for_identical_images_and_grows_with_blur():
 
 
 def test_lpips_matches_the_frozen_benchmarks_scorer():
-    spec = importlib.util.spec_from_file_location("score", REPO.parent / "shared" / "bench" / "score.py")
+    spec = importlib.util.spec_from_file_location("score", DATA.parent / "bench" / "score.py")
     score = importlib.util.module_from_spec(spec)
     sys.modules["score"] = score
     spec.loader.exec_module(score)

@@ -16,7 +16,7 @@ import yaml
 
 from qmask.align import eyes_to_crop, mesh_eyes, warp_to_crop
 from qmask.model import images_to_tensor, load_model, read_networks
-from tests.conftest import REPO, TINY_SEGMENTER, UTKFACE
+from tests.conftest import DATA, REPO, TINY_SEGMENTER, UTKFACE
 from training.export import export, read_stage
 from training.landmarks import compute_landmarks, list_images
 from training.pack import FacePack, build_pack
@@ -24,7 +24,7 @@ from training.stages import lowpass_l1
 from training.train import TrainConfig, build_dataset, build_step, learning_rate, train
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
-TEMPLATES = REPO.parent / "shared" / "data" / "mask-templates"
+TEMPLATES = DATA / "mask-templates"
 
 
 @pytest.fixture(scope="module")
