@@ -22,10 +22,9 @@ import tempfile
 from pathlib import Path
 
 from qmask.pipeline import DEFAULT_WEIGHTS
+from serve.models import MODEL_NAME, VIDEO_MODEL_NAME
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_NAME = "qmask"
-VIDEO_MODEL_NAME = "qmask-video"
 # Each model's TorchServe settings (batching, timeout, and what its handler takes).
 MODEL_CONFIGS = {
     MODEL_NAME: REPO / "serve" / "model-config.yaml",

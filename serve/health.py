@@ -7,8 +7,8 @@ has a READY worker, and no model's queue holds `--max-pending` requests or more.
 Healthy before any worker has loaded the model, and TorchServe keeps saying READY while its queue
 is full (it answers 503 only once the queue overflows), so the probe asks the management API,
 which listens inside the pod, for both. A pod that is turned away finishes its queue and comes back.
-Only the standard library is imported: the probe runs every few seconds, and importing
-`serve.archive` would pull in torch.
+Only the standard library (and `serve.models`) is imported: the probe runs every few seconds,
+and importing `serve.archive` would pull in torch.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ import sys
 import urllib.error
 import urllib.request
 
+from serve.models import MODEL_NAME, VIDEO_MODEL_NAME
+
 DEFAULT_URL = "http://127.0.0.1:8081"
 # Photos: three quarters of job_queue_size (64, serve/config.properties), a few seconds of work on
 # a GPU worker. Clips: each is minutes of work on its own queue.
-DEFAULT_MAX_PENDING = {"qmask": 48, "qmask-video": 2}
+DEFAULT_MAX_PENDING = {MODEL_NAME: 48, VIDEO_MODEL_NAME: 2}
 
 
 def assess(url: str, model: str, max_pending: int, timeout: float) -> str | None:

@@ -20,8 +20,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from serve.archive import MODEL_NAME
 from serve.health import DEFAULT_URL
+from serve.models import MODEL_NAME
 
 
 def _version_key(version: str) -> tuple:

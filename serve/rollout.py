@@ -38,8 +38,8 @@ import requests
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from serve.archive import MODEL_CONFIGS, MODEL_NAME
 from serve.manage import Management, ManagementError
+from serve.models import MODEL_NAME, MODEL_NAMES
 
 NAMESPACE = "qmask"
 DEPLOYMENT = "qmask-torchserve"
@@ -185,7 +185,7 @@ def _switch(pods: list[Pod], version: str, keep: str, photo: bytes, say: Callabl
     switched: list[tuple[Pod, str, str]] = []
     try:
         for pod in pods:
-            for model in MODEL_CONFIGS:
+            for model in MODEL_NAMES:
                 if version not in pod_versions(pod, model)[1]:
                     say(f"{pod.name}: registering {model}-{version}.mar")
                     added.append((pod, model))  # before the call: a failed registration may leave workers
@@ -193,7 +193,7 @@ def _switch(pods: list[Pod], version: str, keep: str, photo: bytes, say: Callabl
             smoke_test(pod, version, photo)
             say(f"{pod.name}: {version} passed the smoke test")
         for pod in pods:
-            for model in MODEL_CONFIGS:
+            for model in MODEL_NAMES:
                 default, _ = pod_versions(pod, model)
                 pod.management(model).set_default(version)
                 switched.append((pod, model, default))
@@ -290,7 +290,7 @@ def show_status(cluster: Cluster, say: Callable[[str], None] = print) -> None:
             say(f"{pod.name}: management API unreachable ({exc})")
             continue
         say(f"{pod.name}: default {default}, loaded {', '.join(sorted(registered))}")
-        for model in MODEL_CONFIGS:
+        for model in MODEL_NAMES:
             if model != MODEL_NAME:
                 other, _ = pod_versions(pod, model)
                 say(f"{pod.name}: {model} default {other}")
