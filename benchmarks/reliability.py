@@ -16,13 +16,12 @@ import io
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 
-import av
 import numpy as np
 import requests
 from PIL import Image
 
+from benchmarks.clips import encode_frames
 from benchmarks.data import BENCH, REAL_MASKED
 
 PHOTO = REAL_MASKED / "1003.png"  # one masked face, found by the detector
@@ -64,15 +63,7 @@ def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
 def photo_clip(frames: int, fps: int, size: tuple[int, int] = (320, 240)) -> bytes:
     """An H.264 MP4 of a real masked photo, `frames` frames at `fps`."""
     photo = np.asarray(Image.open(PHOTO).convert("RGB").resize(size))
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.roll(photo, i, axis=1), format="rgb24")
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return buffer.getvalue()
+    return encode_frames([np.roll(photo, i, axis=1) for i in range(frames)], fps)
 
 
 def faces_grid(count: int = 20) -> bytes:
