@@ -169,7 +169,7 @@ class InpainterStep:
         self.perceptual = PerceptualLoss(vgg=vgg_weights)
         self.loss = loss
         self.last: dict[str, torch.Tensor] = {}
-        self.windows = np.random.default_rng(seed)
+        self.window_rng = np.random.default_rng(seed)
 
     def to(self, device: torch.device) -> InpainterStep:
         self.perceptual.to(device)
@@ -252,8 +252,8 @@ class InpainterStep:
 
     def _perceptual_window(self) -> tuple[slice, slice]:
         rows, cols = LOWER_FACE
-        y = int(self.windows.integers(rows.start, rows.stop - PERCEPTUAL_WINDOW + 1))
-        x = int(self.windows.integers(cols.start, cols.stop - PERCEPTUAL_WINDOW + 1))
+        y = int(self.window_rng.integers(rows.start, rows.stop - PERCEPTUAL_WINDOW + 1))
+        x = int(self.window_rng.integers(cols.start, cols.stop - PERCEPTUAL_WINDOW + 1))
         return slice(y, y + PERCEPTUAL_WINDOW), slice(x, x + PERCEPTUAL_WINDOW)
 
     def samples(self, n: int = 6) -> np.ndarray:

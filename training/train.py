@@ -346,7 +346,8 @@ def train(cfg: TrainConfig) -> Path:
         ema = copy.deepcopy(networks[cfg.stage]).requires_grad_(False)
         if ckpt_path.exists() and "ema" in ckpt:
             ema.load_state_dict(ckpt["ema"])
-    models = {name: DistributedDataParallel(net) if world > 1 else net for name, net in networks.items()}
+    # What the step calls (DDP wraps each network across processes); `networks` are the bare ones.
+    ddp_networks = {n: DistributedDataParallel(net) if world > 1 else net for n, net in networks.items()}
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
     def checkpoint(step: int, epoch: int, elapsed: float) -> None:
@@ -387,7 +388,7 @@ def train(cfg: TrainConfig) -> Path:
                 group["lr"] = lr
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         frozen = {"generator_frozen": True} if step < cfg.discriminator_warmup else {}
-        metrics = step_fn(batch, models, optimizers, autocast, **frozen)
+        metrics = step_fn(batch, ddp_networks, optimizers, autocast, **frozen)
         if ema is not None:
             update_average(ema, networks[cfg.stage], cfg.ema_decay)
         step += 1
