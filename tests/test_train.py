@@ -106,6 +106,20 @@ def test_resume_continues_from_the_checkpoint(tmp_path, tiny_pack, capsys):
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
 
 
+def test_a_resumed_run_goes_on_with_the_faces_its_epoch_has_not_shown_yet(tmp_path, tiny_pack, monkeypatch):
+    from training.data import HoleDataset
+
+    shown: list[int] = []
+    get = HoleDataset.__getitem__
+    monkeypatch.setattr(HoleDataset, "__getitem__", lambda self, i: shown.append(i) or get(self, i))
+    faces = len(FacePack.load(tiny_pack))
+    out = tmp_path / "run"
+    train(tiny_config(out, tiny_pack, steps=1, batch_size=2, checkpoint_every=1))
+    train(tiny_config(out, tiny_pack, steps=faces // 2, batch_size=2, checkpoint_every=1))
+    # One epoch across the restart: every face once, none twice.
+    assert sorted(shown) == list(range(faces))
+
+
 def test_ddp_with_two_cpu_processes_on_gloo_resuming_a_one_process_run(tmp_path, tiny_pack):
     out = tmp_path / "ddp"
     cfg = tiny_config(out, tiny_pack, steps=2, threads=1)

@@ -260,9 +260,10 @@ def git_commit() -> str | None:
 
 
 def _batches(
-    dataset: Dataset, sampler: DistributedSampler | None, cfg: TrainConfig, epoch: int
-) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    """Endless (epoch, batch) stream; every epoch draws new masks and holes and a new order."""
+    dataset: Dataset, sampler: DistributedSampler | None, cfg: TrainConfig, epoch: int, done: int = 0
+) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+    """Endless (epoch, batches done in it, batch) stream; every epoch draws new masks and holes and
+    a new order. A resumed run starts `done` batches into its epoch, past the faces it has seen."""
     while True:
         dataset.set_epoch(epoch)
         if sampler is not None:
@@ -271,13 +272,14 @@ def _batches(
         loader = DataLoader(
             dataset,
             cfg.batch_size,
-            sampler=order,
+            sampler=list(order)[done * cfg.batch_size :],
             num_workers=cfg.num_workers,
             drop_last=len(dataset) >= cfg.batch_size * (dist.get_world_size() if sampler else 1),
         )
         for batch in loader:
-            yield epoch, batch
-        epoch += 1
+            done += 1
+            yield epoch, done, batch
+        epoch, done = epoch + 1, 0
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -305,7 +307,7 @@ def train(cfg: TrainConfig) -> Path:
         name: torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.betas) for name, net in networks.items()
     }
 
-    step, start_epoch, elapsed_before, images_before = 0, 0, 0.0, 0
+    step, start_epoch, start_done, elapsed_before, images_before = 0, 0, 0, 0.0, 0
     ckpt_path = out / "checkpoint.pt"
     if cfg.init_from and not ckpt_path.exists():
         shipped, _ = read_networks(Path(cfg.init_from))
@@ -333,7 +335,8 @@ def train(cfg: TrainConfig) -> Path:
         for name in networks:
             networks[name].load_state_dict(ckpt["networks"][name])
             optimizers[name].load_state_dict(ckpt["optimizers"][name])
-        step, start_epoch = ckpt["step"], ckpt["epoch"]
+        # Checkpoints older than 2026-12-06 lack the position in the epoch: that epoch starts over.
+        step, start_epoch, start_done = ckpt["step"], ckpt["epoch"], ckpt.get("batches_done_in_epoch", 0)
         # The wall-clock budget counts the time before the restart too.
         elapsed_before = ckpt.get("elapsed_s", 0.0)
         # Faces seen so far: a run may be resumed with another number of processes.
@@ -350,13 +353,14 @@ def train(cfg: TrainConfig) -> Path:
     ddp_networks = {n: DistributedDataParallel(net) if world > 1 else net for n, net in networks.items()}
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
-    def checkpoint(step: int, epoch: int, elapsed: float) -> None:
+    def checkpoint(step: int, epoch: int, done: int, elapsed: float) -> None:
         if main_process:
             state = {
                 "networks": {name: net.state_dict() for name, net in networks.items()},
                 "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
                 "step": step,
                 "epoch": epoch,
+                "batches_done_in_epoch": done,
                 "elapsed_s": elapsed,
                 "images_seen": images_before + seen,
                 # What wrote this checkpoint, for a model exported from it (its card).
@@ -381,7 +385,7 @@ def train(cfg: TrainConfig) -> Path:
         total=cfg.steps, initial=step, desc=f"train {cfg.stage}", unit="step", disable=not main_process
     )
     seen = 0
-    for epoch, batch in _batches(dataset, sampler, cfg, start_epoch):
+    for epoch, done, batch in _batches(dataset, sampler, cfg, start_epoch, start_done):
         lr = learning_rate(cfg, step, time.time() - started)
         for opt in optimizers.values():
             for group in opt.param_groups:
@@ -405,7 +409,7 @@ def train(cfg: TrainConfig) -> Path:
             (out / "samples").mkdir(exist_ok=True)
             Image.fromarray(step_fn.samples()).save(out / "samples" / f"step_{step:06d}.png")
         if step % cfg.checkpoint_every == 0:
-            checkpoint(step, epoch, elapsed)
+            checkpoint(step, epoch, done, elapsed)
         out_of_time = cfg.max_minutes is not None and elapsed > cfg.max_minutes * 60
         if world > 1:  # every rank must stop at the same step
             flag = torch.tensor([float(out_of_time)], device=device)
@@ -414,7 +418,7 @@ def train(cfg: TrainConfig) -> Path:
         if step >= cfg.steps or out_of_time:
             break
     bar.close()
-    checkpoint(step, epoch, time.time() - started)
+    checkpoint(step, epoch, done, time.time() - started)
     exported = out / f"{cfg.stage}.pt"
     if main_process:
         meta = {
