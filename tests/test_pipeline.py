@@ -63,17 +63,25 @@ def test_no_face_and_too_many_faces_are_errors_of_a_single_photo(pipeline):
         pipeline.unmask_array(crowd)
 
 
-def test_debug_results_show_what_each_stage_saw(pipeline):
-    result = pipeline.unmask_array(PHOTO, debug=True)
+def test_debug_results_show_what_each_stage_saw():
+    # The shipped model: its segmenter finds the drawn mask only, so the edit covers part of the crop
+    # (the tiny one's sees mask everywhere).
+    with UnmaskPipeline() as shipped:
+        result = shipped.unmask_array(PHOTO, debug=True)
     [crop] = result.debug
     assert crop.crop.shape == (256, 256, 3) and crop.mask_prob.shape == (256, 256)
     assert crop.edit.edited and crop.painted is not None
     # The shown crop equals the crop outside the blend weight and the painted face where it is 1.
     outside, inside = crop.edit.weight == 0, crop.edit.weight == 1
+    assert 0.5 < outside.mean() < 0.95 and inside.any()
     assert np.array_equal(crop.output[outside], crop.crop[outside])
     assert np.array_equal(crop.output[inside], crop.painted[inside])
-    # The tiny model's inpainter was not trained with the surroundings erased: it gets the hole only.
-    assert np.array_equal(crop.erased, crop.edit.hole)
+    # Its inpainter was trained with the surroundings erased: it gets the hole and what lies beyond
+    # the training photos' window, and the forehead within the window as it is.
+    hole = crop.edit.hole > 0.5
+    assert (crop.erased >= crop.edit.hole).all() and (crop.erased > 0.5)[~hole].any()
+    x0, y0, x1, _ = TRAINING_PHOTO_WINDOW
+    assert not crop.erased[y0 + 5, (x0 + x1) // 2]
     assert set(result.timings) >= {"detect", "align", "segment", "plan", "inpaint", "paste_back"}
 
 

@@ -19,7 +19,7 @@ from qmask.model import images_to_tensor, load_model, read_networks
 from tests.conftest import DATA, REPO, TINY_SEGMENTER, UTKFACE
 from training.export import export, read_stage
 from training.landmarks import compute_landmarks, list_images
-from training.pack import FacePack, build_pack
+from training.pack import FacePack, build_pack, is_heldout
 from training.stages import lowpass_l1
 from training.train import TrainConfig, build_dataset, build_step, learning_rate, train
 
@@ -30,7 +30,10 @@ TEMPLATES = DATA / "mask-templates"
 @pytest.fixture(scope="module")
 def tiny_pack(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("pack")
-    names, meshes = compute_landmarks(list_images(UTKFACE)[:8])
+    photos = list_images(UTKFACE)
+    # Eight faces, and one of the held-out slice, which the pack must leave out.
+    heldout = next(path for path in photos if is_heldout(path.name))
+    names, meshes = compute_landmarks([*photos[:8], heldout])
     np.savez_compressed(folder / "landmarks.npz", names=np.array(names), meshes=meshes)
     build_pack(UTKFACE, folder / "landmarks.npz", folder / "pack.npz")
     return folder / "pack.npz"
@@ -50,7 +53,9 @@ def read_log(out: Path) -> list[dict]:
 
 def test_the_pack_holds_the_photos_and_meshes_and_leaves_out_the_heldout_slice(tiny_pack):
     pack = FacePack.load(tiny_pack)
-    assert 0 < len(pack) <= 8
+    with np.load(tiny_pack.parent / "landmarks.npz") as cached:
+        assert any(is_heldout(str(name)) for name in cached["names"])
+    assert 0 < len(pack) <= 8 and not any(is_heldout(name) for name in pack.names)
     assert pack.image(0).shape == (200, 200, 3) and pack.mesh(0).shape == (478, 2)
     assert FacePack.load(tiny_pack, limit=2).names == pack.names[:2]
 
