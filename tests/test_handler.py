@@ -311,8 +311,11 @@ def test_an_edit_of_model_py_does_not_break_a_built_archive(tmp_path, tiny_model
     model_py = directory / "model.py"
     model_py.write_text('"""A docstring changed since the archive was built."""\n' + model_py.read_text())
     handler = QMaskHandler()
-    handler.initialize(make_context(directory))
+    context = make_context(directory)
+    handler.initialize(context)
+    [(status, _, _)] = handle(handler, context, wire(PHOTO.read_bytes()))
     handler.pipeline.close()
+    assert status == 200
 
 
 def test_clips_come_back_as_mp4_and_limits_answer_413(video_handler, clips, monkeypatch):

@@ -238,7 +238,7 @@ def test_failed_smoke_test_changes_nothing(torchserve, kube):
 
 def test_missing_archive_changes_nothing(torchserve, kube):
     before = loaded(torchserve)
-    with pytest.raises(RolloutError):
+    with pytest.raises(RolloutError, match=r"qmask-9\.9\.mar"):
         rollout.rollout_live(cluster_of(kube), "9.9", PHOTO, say=lambda _: None)
     assert default_version(torchserve) == VERSION and loaded(torchserve) == before
     assert kube.configmap["data"]["version"] == VERSION
@@ -273,7 +273,10 @@ def test_live_rollout_then_rollback(torchserve, kube):
     assert loaded(torchserve) == {VERSION, NEXT}  # the previous one stays loaded for the way back
     assert default_version(torchserve, "qmask-video") == NEXT  # clips move with photos
     assert any("passed the smoke test" in line for line in said)
-    # Only the ready pod was called on; patches are merge patches.
+    # Only the ready pod was called on (both fake pods point at the one TorchServe, so what was
+    # said tells them apart); patches are merge patches.
+    assert any(line.startswith("qmask-torchserve-a: registering") for line in said)
+    assert not any(line.startswith("qmask-torchserve-b") for line in said)
     assert (
         "PATCH",
         f"/api/v1/namespaces/{NAMESPACE}/configmaps/{CONFIGMAP}",
@@ -316,7 +319,8 @@ def test_restart_rollout_waits_like_rollout_status(kube):
     assert template[VERSION_ANNOTATION] == NEXT
     assert kube.configmap["data"] == {"version": NEXT, "previous": VERSION}
     assert said[-1] == f"deployment {DEPLOYMENT} successfully rolled out"
-    assert any("old replicas are pending termination" in line or "updated" in line for line in said)
+    # It waited through the fake controller's states, as `kubectl rollout status` words them.
+    assert any("1 of 2 new replicas have been updated" in line for line in said), said
 
 
 def test_restart_rollout_that_never_completes_is_undone(kube):
