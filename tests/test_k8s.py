@@ -167,6 +167,15 @@ def test_torchserve_pod(overlay):
             find(docs, "ConfigMap", volume["configMap"]["name"])
         if "persistentVolumeClaim" in volume:
             find(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    # Serving capacity through updates and node drains; the pod count is the autoscaler's alone.
+    deployment = find(docs, "Deployment", DEPLOYMENT)["spec"]
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0 and "replicas" not in deployment
+    [budget] = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["minAvailable"] == 1
+    pod_labels = deployment["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    [scaler] = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    assert scaler["spec"]["scaleTargetRef"]["name"] == DEPLOYMENT and scaler["spec"]["minReplicas"] >= 2
     model = find(docs, "ConfigMap", CONFIGMAP)["data"]
     annotations = find(docs, "Deployment", DEPLOYMENT)["spec"]["template"]["metadata"]["annotations"]
     assert annotations[VERSION_ANNOTATION] == model["version"]
@@ -245,6 +254,9 @@ def test_the_page_is_served_over_tls_only(overlay):
     assert annotations["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
     # Uploads are held in memory by the proxy, not its temporary files.
     assert annotations["nginx.ingress.kubernetes.io/client-body-buffer-size"] == "30m"
+    # Photos up to 25 MiB get through the proxy, and one client cannot hold many uploads open.
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "30m"
+    assert annotations["nginx.ingress.kubernetes.io/limit-connections"] == "8"
     # A visitor's requests all reach the replica holding their Streamlit session.
     if find(rendered(overlay), "Deployment", "qmask-frontend")["spec"].get("replicas", 1) > 1:
         assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
@@ -255,6 +267,7 @@ def test_security_context_of_every_pod():
         for name, _, spec in pod_specs([doc]):
             assert spec["securityContext"]["runAsNonRoot"] is True, f"{source} {name}"
             assert spec["securityContext"]["runAsUser"] != 0
+            assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, f"{source} {name}"
             for container in spec["containers"]:
                 context = container["securityContext"]
                 assert context["readOnlyRootFilesystem"] is True, f"{source} {name}"
@@ -274,6 +287,8 @@ def test_training_job_writes_a_versioned_archive_and_its_evaluation():
         assert step in script
     assert (REPO / "training" / "gpu_train.sh").is_file()  # baked into the image from the repo
     assert "/models/qmask-$QMASK_VERSION.eval.json" in script
+    # A version whose archive exists is refused before any work: versions are never replaced.
+    assert script.index('if [ -e "$mar" ]') < script.index("training.pack") and "exit 1" in script
     assert script.index("training.evaluate") < script.index("serve.archive")  # the archive comes last
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert not mounts["/models"].get("readOnly") and mounts["/shared/data"]["readOnly"]
