@@ -67,6 +67,20 @@ def test_heic_and_avif_photos_are_named_as_not_supported():
         assert err.value.status == 415
 
 
+def test_the_colour_profile_and_resolution_survive_the_round_trip():
+    # A photo's colour profile (a phone's Display P3, say) comes back with it, or its colours would shift.
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(_jpeg_bytes())).save(buffer, format="JPEG", icc_profile=profile, dpi=(300, 300))
+    decoded = decode(buffer.getvalue())
+    for fmt in ("JPEG", "PNG", "WEBP"):
+        out = Image.open(io.BytesIO(encode(decoded, decoded.rgb, fmt)))
+        assert out.info.get("icc_profile") == profile, fmt
+    assert Image.open(io.BytesIO(encode(decoded, decoded.rgb))).info["dpi"] == pytest.approx((300, 300))
+
+
 def test_exif_orientation_is_applied_and_format_kept():
     image = Image.new("RGB", (40, 20), (200, 10, 10))
     exif = Image.Exif()
