@@ -84,7 +84,9 @@ def test_frames_fps_size_duration_and_audio_are_kept(pipeline, clip):
     frames_out = np.stack([f.to_ndarray(format="rgb24") for f in av.open(io.BytesIO(output)).decode(video=0)])
     mask = clip.alpha > 0.5
     change = np.abs(frames_out.astype(int) - frames_in.astype(int)).mean(axis=3)
-    assert change[mask].mean() > 20 > change[~mask].mean()
+    # Measured with model 3.4: 50 inside the drawn mask, 2.5 outside it (the region's few grown
+    # pixels and the codec's noise, which alone is about 1.5 far from the mask).
+    assert change[mask].mean() > 20 and change[~mask].mean() < 4
 
 
 def test_smoothing_is_steadier_than_per_frame_processing(pipeline):
