@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from qmask.imageio import FORMAT_BY_MEDIA_TYPE, SUPPORTED_FORMATS, NotAnImageError, UnsupportedFormatError
-from qmask.video import VIDEO_MEDIA_TYPES, looks_like_video
+from qmask.video import VIDEO_MEDIA_TYPES, NotAVideoError, looks_like_video
 
 JSON_TYPE = "application/json"
 # Declared types that say nothing about the format: the bytes decide (PIL sniffs them).
@@ -67,7 +67,10 @@ def read_upload(
 
 def check_media(upload: Upload, served: str) -> None:
     """Each model takes one kind: a photo at the clip model (or a clip at the photo model) is a 415
-    that says where to send it."""
+    that says where to send it. An empty body is neither: a 400 in the endpoint's own terms."""
+    if not upload.data:
+        empty = NotAVideoError if served == "video" else NotAnImageError
+        raise empty(f"the request has no data: send {MEDIA[served][0]} to {MEDIA[served][1]} as its body")
     if upload.media != served:
         what, where = MEDIA[upload.media]
         raise UnsupportedFormatError(f"this endpoint takes {MEDIA[served][0]}; send {what} to {where}")

@@ -8,6 +8,7 @@ import pytest
 from benchmarks.clips import make_clip
 from handlers.contract import Upload, check_media, choose_output, read_upload
 from qmask.imageio import NotAnImageError, UnsupportedFormatError
+from qmask.video import NotAVideoError
 from tests.conftest import REAL_MASKED
 
 PNG = (REAL_MASKED / "1003.png").read_bytes()
@@ -82,6 +83,11 @@ def test_each_model_takes_one_kind_and_says_where_the_other_goes():
         check_media(Upload(b"clip", "video"), "photo")
     with pytest.raises(UnsupportedFormatError, match="send photos to /predictions/qmask"):
         check_media(Upload(PNG, "photo"), "video")
+    # An empty body is neither kind: the endpoint's own 400.
+    with pytest.raises(NotAVideoError, match="no data"):
+        check_media(read_upload({"body": b""}, {"body": ""}, {}, ""), "video")
+    with pytest.raises(NotAnImageError, match="no data"):
+        check_media(read_upload({"body": b""}, {"body": ""}, {}, ""), "photo")
 
 
 @pytest.mark.parametrize(
