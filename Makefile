@@ -25,8 +25,9 @@ setup: $(BIN)/.installed
 run: serve
 	$(BIN)/python -m frontend.run start
 
-# The CLI on the real masked photos, no server involved. Exit status 1 means some photos had no
-# face (the CLI names them); anything else is a failure.
+# The CLI on the real masked photos, no server involved. Exit status 1 means some photos were
+# refused, e.g. had no face (the CLI names them); 2 (nothing done: a wrong path) or anything else
+# is a failure.
 cli: setup
 	$(BIN)/qmask unmask $(INPUT) -o $(OUTPUT); status=$$?; [ $$status -le 1 ]
 	@echo "results in $(OUTPUT)/"

@@ -21,6 +21,19 @@ from qmask.video import VIDEO_SUFFIXES, unmask_video
 VIDEO_OUTPUT_SUFFIX = ".mp4"
 
 
+# Exit codes: 0 every input unmasked (faces may have been left alone), 1 some inputs refused (no
+# face, too many, not an image or clip, damaged, too large), 2 nothing done: bad arguments or inputs
+# that cannot be read or written as asked (argparse uses 2 for its own errors too).
+EXIT_SOME_REFUSED = 1
+EXIT_USAGE = 2
+
+
+def usage_error(message: str) -> SystemExit:
+    """The exit for arguments that leave nothing to do; the message goes to stderr."""
+    print(f"qmask: {message}", file=sys.stderr)
+    return SystemExit(EXIT_USAGE)
+
+
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
@@ -36,7 +49,7 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            raise SystemExit(f"qmask: {path}: no such file or folder")
+            raise usage_error(f"{path}: no such file or folder")
     return files
 
 
@@ -47,7 +60,7 @@ def output_paths(inputs: list[Path], output: Path, folder_input: bool) -> list[P
         return [output]
     names = [p.with_suffix(VIDEO_OUTPUT_SUFFIX).name if is_video(p) else p.name for p in inputs]
     if len(set(names)) != len(names):
-        raise SystemExit("qmask: two inputs share a file name; unmask them into separate folders")
+        raise usage_error("two inputs share a file name; unmask them into separate folders")
     return [output / name for name in names]
 
 
@@ -125,7 +138,7 @@ def unmask_clip(pipeline: UnmaskPipeline, src: Path, dst: Path, quiet: bool) -> 
 def unmask_command(args: argparse.Namespace) -> int:
     inputs = collect_inputs(args.inputs)
     if not inputs:
-        raise SystemExit("qmask: no JPEG, PNG or WebP images or video clips in the inputs")
+        raise usage_error("no JPEG, PNG or WebP images or video clips in the inputs")
     folder_input = any(p.is_dir() for p in args.inputs)
     outputs = output_paths(inputs, args.output, folder_input)
     outputs[0].parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +192,7 @@ def unmask_command(args: argparse.Namespace) -> int:
                 tqdm.write(json.dumps(record))
     if failures and not args.quiet:
         print(f"qmask: {failures} of {len(inputs)} input(s) could not be unmasked", file=sys.stderr)
-    return 1 if failures else 0
+    return EXIT_SOME_REFUSED if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="output file (one input; .mp4 for a clip) or folder (results keep their input's name)",
     )
-    unmask.add_argument("--json", action="store_true", help="print one JSON line per photo with its faces")
+    unmask.add_argument("--json", action="store_true", help="one JSON line per input: faces or error")
     unmask.add_argument("--debug", action="store_true", help="also save NAME.debug.png with boxes and masks")
     unmask.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="model file (.pt)")
     unmask.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

@@ -76,9 +76,15 @@ def test_output_format_follows_the_output_suffix_and_a_bare_face_is_left_alone_w
     assert "written unchanged; left alone: face at" in captured.err and "no mask was seen" in captured.err
 
 
-def test_missing_input_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="no such file"):
+def test_missing_input_is_a_clear_error_with_its_own_exit_code(tmp_path, capsys):
+    # 2 (nothing done), not 1 (some photos refused): scripts tell a wrong path from a faceless photo.
+    with pytest.raises(SystemExit) as stopped:
         main(["unmask", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "x.png")])
+    assert stopped.value.code == 2 and "no such file" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as stopped:
+        main(["unmask", str(tmp_path / "empty"), "-o", str(tmp_path / "out")])
+    assert stopped.value.code == 2 and "no JPEG, PNG or WebP" in capsys.readouterr().err
 
 
 def test_precision_fp32_and_bf16_paint_nearly_the_same_face(tmp_path):
