@@ -262,6 +262,26 @@ def test_the_page_is_served_over_tls_only(overlay):
         assert annotations["nginx.ingress.kubernetes.io/affinity"] == "cookie"
 
 
+def test_the_readmes_own_overlay_sets_the_registry_and_host(tmp_path):
+    # The Deploy section's commands, run beside a copy of k8s/ as an operator's checkout has it.
+    readme = (REPO / "README.md").read_text()
+    script = re.search(r"^mkdir -p my-overlay.*?^EOF$", readme, re.MULTILINE | re.DOTALL).group(0)
+    shutil.copytree(K8S, tmp_path / "k8s")
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, check=True)
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(tmp_path / "my-overlay")], capture_output=True, text=True, check=True
+    ).stdout
+    docs = tuple(d for d in yaml.safe_load_all(out) if d)
+    images = {c["image"] for _, _, spec in pod_specs(docs) for c in spec["containers"]}
+    assert images == {
+        "registry.example.com/qmask-serve:0.1.0-cuda",
+        "registry.example.com/qmask-frontend:0.1.0",
+    }
+    ingress = find(docs, "Ingress", "qmask-frontend")["spec"]
+    assert [rule["host"] for rule in ingress["rules"]] == ["qmask.your-domain.org"]
+    assert ingress["tls"][0]["hosts"] == ["qmask.your-domain.org"]
+
+
 def test_security_context_of_every_pod():
     for source, doc in all_docs():
         for name, _, spec in pod_specs([doc]):
