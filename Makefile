@@ -3,7 +3,8 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DATA ?= ../shared/data
+# The data folder: QMASK_DATA as the tests and benchmarks read it, else beside the repository.
+DATA ?= $(or $(QMASK_DATA),../shared/data)
 INPUT ?= $(DATA)/real-masked
 OUTPUT ?= out/unmasked
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +47,8 @@ DEPLOYMENT = "qmask-torchserve"
 CONFIGMAP = "qmask-model"
 SELECTOR = "app.kubernetes.io/name=qmask-torchserve"
 VERSION_ANNOTATION = "qmask.io/model-version"
-DEFAULT_PHOTO = Path("../shared/data/real-masked/1003.png")
+# The data folder as the benchmarks find it (QMASK_DATA, else ../shared/data).
+DEFAULT_PHOTO = Path(os.environ.get("QMASK_DATA", "../shared/data")) / "real-masked" / "1003.png"
 MERGE_PATCH = "application/merge-patch+json"
 
 
