@@ -113,7 +113,7 @@ evaluate: setup
 bench-frozen: setup
 	rm -rf out/bench && $(BIN)/qmask unmask $(DATA)/bench/lfw-synthetic/*_masked.png -o out/bench -q \
 	  --weights $(WEIGHTS) || true
-	$(BIN)/python ../shared/bench/score.py $(DATA)/bench/lfw-synthetic out/bench --json out/bench_score.json \
+	$(BIN)/python $(DATA)/../bench/score.py $(DATA)/bench/lfw-synthetic out/bench --json out/bench_score.json \
 	  --lpips qmask/assets/alexnet.ckpt
 	$(BIN)/python -m benchmarks.bare_faces --weights $(WEIGHTS)
 
