@@ -109,6 +109,10 @@ def test_resume_continues_from_the_checkpoint(tmp_path, tiny_pack, capsys):
     train(tiny_config(out, tiny_pack, steps=4))
     assert "resumed from" in capsys.readouterr().out
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
+    # Resumed with the budget it already spent: exported again, no further step.
+    train(tiny_config(out, tiny_pack, steps=4))
+    assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
+    assert read_networks(out / "inpainter.pt")[1]["training"]["steps"] == 4
 
 
 def test_a_resumed_run_goes_on_with_the_faces_its_epoch_has_not_shown_yet(tmp_path, tiny_pack, monkeypatch):

@@ -385,7 +385,11 @@ def train(cfg: TrainConfig) -> Path:
         total=cfg.steps, initial=step, desc=f"train {cfg.stage}", unit="step", disable=not main_process
     )
     seen = 0
-    for epoch, done, batch in _batches(dataset, sampler, cfg, start_epoch, start_done):
+    epoch, done = start_epoch, start_done
+    # A run resumed without a larger budget exports again and trains no further step.
+    spent = cfg.max_minutes is not None and elapsed_before > cfg.max_minutes * 60
+    batches = iter(()) if step >= cfg.steps or spent else _batches(dataset, sampler, cfg, epoch, done)
+    for epoch, done, batch in batches:
         lr = learning_rate(cfg, step, time.time() - started)
         for opt in optimizers.values():
             for group in opt.param_groups:
