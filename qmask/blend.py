@@ -92,9 +92,10 @@ def fill_holes(hard: np.ndarray) -> np.ndarray:
     the prediction (a valve, a printed pattern) would leave a patch of mask in the result."""
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9))
     closed = cv2.morphologyEx(hard, cv2.MORPH_CLOSE, kernel)
-    _, labels = cv2.connectedComponents(1 - closed)
-    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    holes = (closed == 0) & ~np.isin(labels, edge)
+    count, labels = cv2.connectedComponents(1 - closed)
+    touches_edge = np.zeros(count, bool)
+    touches_edge[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    holes = (closed == 0) & ~touches_edge[labels]
     return (closed.astype(bool) | holes).astype(np.uint8)
 
 
@@ -103,10 +104,12 @@ def mask_region(mask_prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     pieces that reach the mouth area (every mask covers it). Stray pieces elsewhere (a collar,
     hair, the photo's edge) are dropped rather than repainted with face."""
     hard = fill_holes((mask_prob >= threshold).astype(np.uint8))
-    _, labels = cv2.connectedComponents(hard)
+    count, labels = cv2.connectedComponents(hard)
     x0, y0, x1, y1 = (np.array(MOUTH_AREA) * mask_prob.shape[0] / CROP_SIZE).round().astype(int)
-    pieces = np.unique(labels[y0:y1, x0:x1])
-    return np.isin(labels, pieces[pieces > 0]).astype(np.uint8)
+    kept = np.zeros(count, bool)
+    kept[labels[y0:y1, x0:x1]] = True
+    kept[0] = False  # the background
+    return kept[labels].astype(np.uint8)
 
 
 def face_area(crop_mesh: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -167,14 +170,19 @@ def follow_mask_colour(
     if on_nose.sum() < 50:
         return edit_region
     lab = cv2.cvtColor(crop, cv2.COLOR_RGB2LAB).astype(np.float32)
-    to_mask = np.linalg.norm(lab - np.median(lab[on_nose], axis=0), axis=-1)
+    # Colour distances only where a pixel may join (a fifth of the crop or so): this runs per face.
+    where = reach.astype(bool)
+    colours = lab[where]
+    to_mask = np.linalg.norm(colours - np.median(lab[on_nose], axis=0), axis=-1)
     near = to_mask <= max_distance
     skin = skin_between_eyes(lab, crop_mesh, edit_region.astype(bool) | ~photo.astype(bool))
     if skin is not None:
         # Skin as pale as the mask is no remnant: only pixels nearer the mask's colour than the
         # skin's between the eyes join.
-        near &= to_mask < np.linalg.norm(lab - skin, axis=-1)
-    return _join_connected(edit_region, reach.astype(bool) & near)
+        near &= to_mask < np.linalg.norm(colours - skin, axis=-1)
+    candidates = np.zeros(region.shape, bool)
+    candidates[where] = near
+    return _join_connected(edit_region, candidates)
 
 
 def skin_between_eyes(lab: np.ndarray, crop_mesh: np.ndarray, excluded: np.ndarray) -> np.ndarray | None:
@@ -191,9 +199,10 @@ def skin_between_eyes(lab: np.ndarray, crop_mesh: np.ndarray, excluded: np.ndarr
 def _join_connected(edit_region: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """`edit_region` with the `candidates` (bool) that connect to it, holes filled."""
     grown = (edit_region.astype(bool) | candidates).astype(np.uint8)
-    _, labels = cv2.connectedComponents(grown)
-    kept = np.isin(labels, np.unique(labels[edit_region.astype(bool)]))
-    return fill_holes((kept & grown.astype(bool)).astype(np.uint8))
+    count, labels = cv2.connectedComponents(grown)
+    joined = np.zeros(count, bool)
+    joined[labels[edit_region.astype(bool)]] = True
+    return fill_holes((joined[labels] & grown.astype(bool)).astype(np.uint8))
 
 
 def symmetric_top(
