@@ -121,7 +121,11 @@ class FoldedUNet(nn.Module):
         h = self.middle(skips.pop())
         for up in self.up:
             h = up(h, skips.pop())
-        return self.head(torch.cat([h, F.pixel_unshuffle(x, 2)], dim=1))
+        folded = F.pixel_unshuffle(x, 2)
+        if h.is_contiguous(memory_format=torch.channels_last):
+            # Inference runs channels-last (`load_model`): joined in one layout, the copy is cheap.
+            folded = folded.contiguous(memory_format=torch.channels_last)
+        return self.head(torch.cat([h, folded], dim=1))
 
 
 class Segmenter(nn.Module):
