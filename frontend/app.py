@@ -99,7 +99,7 @@ REASONS = {"no_mask": "no mask was seen on it"}
 
 
 @dataclass(frozen=True)
-class Photo:
+class Upload:
     """An upload: a photo or, by its suffix, a video clip."""
 
     name: str
@@ -146,30 +146,30 @@ def show_status() -> None:
         st.error(f"Server unreachable at {where}: photos cannot be unmasked now.", icon=":material/link_off:")
 
 
-def inputs(use_camera: bool) -> list[Photo]:
-    uploads = st.file_uploader(
+def inputs(use_camera: bool) -> list[Upload]:
+    files = st.file_uploader(
         "Photos or clips with masked faces (JPEG, PNG, WebP; MP4, MOV, WebM up to 30 s)",
         type=["jpg", "jpeg", "png", "webp", *(suffix.lstrip(".") for suffix in VIDEO_TYPES)],
         accept_multiple_files=True,
         max_upload_size=MAX_UPLOAD_MB,
     )
-    photos = [Photo(upload.name, upload.getvalue()) for upload in uploads or []]
+    uploads = [Upload(file.name, file.getvalue()) for file in files or []]
     if use_camera:
         shot = st.camera_input("Take a photo")
         if shot is not None:
-            photos.append(Photo("camera.jpg", shot.getvalue()))
-    return photos
+            uploads.append(Upload("camera.jpg", shot.getvalue()))
+    return uploads
 
 
-def unmask_clip(photo: Photo, media_type: str) -> bytes:
+def unmask_clip(upload: Upload, media_type: str) -> bytes:
     """The unmasked clip; the server answers only when done, so progress is the time so far."""
     line = st.empty()
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(client().unmask_video, photo.data, media_type)
+        future = pool.submit(client().unmask_video, upload.data, media_type)
         while not future.done():
             line.info(
-                f"Unmasking every frame of {photo.name} on the server: {time.monotonic() - start:.0f} s "
+                f"Unmasking every frame of {upload.name} on the server: {time.monotonic() - start:.0f} s "
                 "so far (a few frames per second on a CPU server)…",
                 icon=":material/movie:",
             )
@@ -178,18 +178,18 @@ def unmask_clip(photo: Photo, media_type: str) -> bytes:
     return future.result()
 
 
-def unmask(photo: Photo) -> Result | bytes | ApiError:
+def unmask(upload: Upload) -> Result | bytes | ApiError:
     """The server's answer for a photo (a Result) or a clip (its MP4 bytes), kept in this session so
     reruns (options, downloads) do not send it again. Session state lives in memory and ends with
     the session, unlike st.cache_data, which would share photos between visitors."""
-    key = (api_url(), hashlib.sha256(photo.data).hexdigest())
+    key = (api_url(), hashlib.sha256(upload.data).hexdigest())
     answers = st.session_state.setdefault("answers", {})
     if key in answers:
         return answers[key]
-    with st.spinner(f"Unmasking {photo.name}…"):
+    with st.spinner(f"Unmasking {upload.name}…"):
         try:
             answer: Result | bytes | ApiError = (
-                unmask_clip(photo, photo.video_type) if photo.video_type else client().unmask(photo.data)
+                unmask_clip(upload, upload.video_type) if upload.video_type else client().unmask(upload.data)
             )
         except ApiError as exc:
             answer = exc
@@ -200,9 +200,9 @@ def unmask(photo: Photo) -> Result | bytes | ApiError:
     return answer
 
 
-def forget_others(photos: list[Photo]) -> None:
-    """Drop the answers for photos no longer on the page: nothing outlives its upload."""
-    keep = {(api_url(), hashlib.sha256(p.data).hexdigest()) for p in photos}
+def forget_others(uploads: list[Upload]) -> None:
+    """Drop the answers for uploads no longer on the page: nothing outlives its upload."""
+    keep = {(api_url(), hashlib.sha256(u.data).hexdigest()) for u in uploads}
     answers = st.session_state.get("answers", {})
     for key in set(answers) - keep:
         del answers[key]
@@ -289,15 +289,15 @@ def show_comparison(before: Image.Image, after: Image.Image, label: str) -> None
     components.html(comparison_html(before, after, label), height=comparison_height(after))
 
 
-def show_error(photo: Photo, error: ApiError) -> None:
-    messages = {**MESSAGES, **VIDEO_MESSAGES} if photo.video_type else MESSAGES
-    st.error(f"**{photo.name}**: {messages.get(type(error), UNEXPECTED)}")
+def show_error(upload: Upload, error: ApiError) -> None:
+    messages = {**MESSAGES, **VIDEO_MESSAGES} if upload.video_type else MESSAGES
+    st.error(f"**{upload.name}**: {messages.get(type(error), UNEXPECTED)}")
     # The server's own words help when reporting a problem; a connection failure has none.
     if not isinstance(error, Unreachable):
         st.caption(f"Server: {error.message}")
 
 
-def show_result(photo: Photo, result: Result, show_faces: bool, kind: str, index: int) -> None:
+def show_result(photo: Upload, result: Result, show_faces: bool, kind: str, index: int) -> None:
     before, after = open_image(photo.data), Image.open(io.BytesIO(result.image))
     st.caption(faces_summary(result))
     left, right = st.columns(2)
@@ -347,18 +347,18 @@ def frame_count(data: bytes) -> int:
         return stream.frames or sum(1 for _ in container.decode(video=0))
 
 
-def show_clip(photo: Photo, clip: bytes, index: int) -> None:
+def show_clip(upload: Upload, clip: bytes, index: int) -> None:
     left, right = st.columns(2)
     with left:
         st.caption("Before")
-        st.video(photo.data, format=photo.video_type)
+        st.video(upload.data, format=upload.video_type)
     with right:
         st.caption("After")
         st.video(clip, format="video/mp4")
     st.download_button(
         "Download MP4",
         clip,
-        file_name=f"{PurePath(photo.name).stem}_unmasked.mp4",
+        file_name=f"{PurePath(upload.name).stem}_unmasked.mp4",
         mime="video/mp4",
         key=f"download-{index}",
         on_click="ignore",
@@ -370,14 +370,14 @@ def show_clip(photo: Photo, clip: bytes, index: int) -> None:
             if frames > 1
             else 1
         )
-        before, after = clip_frame(photo.data, number - 1), clip_frame(clip, number - 1)
+        before, after = clip_frame(upload.data, number - 1), clip_frame(clip, number - 1)
         box = changed_box(before, after) if before is not None and after is not None else None
         if box is None:
             st.caption("Nothing was replaced in this frame.")
             return
         # The replaced region, grown like a face's close-up.
         close = closeup_box(box, after.size)
-        show_comparison(before.crop(close), after.crop(close), f"{photo.name} frame {number}")
+        show_comparison(before.crop(close), after.crop(close), f"{upload.name} frame {number}")
 
 
 def main() -> None:
@@ -390,7 +390,7 @@ def main() -> None:
     st.title("QMask")
     # The server's state under the title, where a phone shows it too (its sidebar starts closed):
     # filled at once (a spinner, then the state) and again at the end, to name the model version
-    # that answered this run's photos.
+    # that answered this run's uploads.
     status_slot = st.empty()
     with status_slot.container():
         show_status()
@@ -402,25 +402,25 @@ def main() -> None:
         ":material/lock: Privacy: photos and clips are processed in memory and not stored, neither by this "
         "page nor by the server; they are gone when you leave the page."
     )
-    photos = inputs(use_camera)
-    forget_others(photos)
+    uploads = inputs(use_camera)
+    forget_others(uploads)
     gallery_slot = st.empty()
     results = []
-    for index, photo in enumerate(photos):
+    for index, upload in enumerate(uploads):
         with st.container(border=True):
-            st.subheader(photo.name)
-            answer = unmask(photo)
+            st.subheader(upload.name)
+            answer = unmask(upload)
             if isinstance(answer, ApiError):
-                show_error(photo, answer)
+                show_error(upload, answer)
                 continue
             if isinstance(answer, bytes):
-                show_clip(photo, answer, index)
+                show_clip(upload, answer, index)
                 continue
-            results.append((photo, answer))
+            results.append((upload, answer))
             try:
-                show_result(photo, answer, show_faces, kind, index)
+                show_result(upload, answer, show_faces, kind, index)
             except Exception:  # the page must never show a traceback; the photo alone is at fault
-                st.error(f"**{photo.name}**: this photo could not be shown. Try another format.")
+                st.error(f"**{upload.name}**: this photo could not be shown. Try another format.")
     if len(results) > 1:
         with gallery_slot.container():
             st.subheader("Gallery")
