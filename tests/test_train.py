@@ -109,8 +109,9 @@ def test_resume_continues_from_the_checkpoint(tmp_path, tiny_pack, capsys):
     train(tiny_config(out, tiny_pack, steps=4))
     assert "resumed from" in capsys.readouterr().out
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
-    # Resumed with the budget it already spent: exported again, no further step.
+    # Resumed with the budget it already spent, in steps or in minutes: exported again, no step more.
     train(tiny_config(out, tiny_pack, steps=4))
+    train(tiny_config(out, tiny_pack, steps=10, max_minutes=1e-6))
     assert [r["step"] for r in read_log(out)] == [1, 2, 3, 4]
     assert read_networks(out / "inpainter.pt")[1]["training"]["steps"] == 4
 

@@ -344,8 +344,12 @@ def train(cfg: TrainConfig) -> Path:
         for name in networks:
             networks[name].load_state_dict(ckpt["networks"][name])
             optimizers[name].load_state_dict(ckpt["optimizers"][name])
-        # Checkpoints older than 2026-12-06 lack the position in the epoch: that epoch starts over.
-        step, start_epoch, start_done = ckpt["step"], ckpt["epoch"], ckpt.get("batches_done_in_epoch", 0)
+        step, start_epoch = ckpt["step"], ckpt["epoch"]
+        # The position counts one process's batches of its share of the epoch, so it holds for as
+        # many processes only; otherwise (and for checkpoints older than 2026-12-06, which lack it)
+        # the epoch starts over.
+        if ckpt.get("processes") == world:
+            start_done = ckpt.get("batches_done_in_epoch", 0)
         # The wall-clock budget counts the time before the restart too.
         elapsed_before = ckpt.get("elapsed_s", 0.0)
         # Faces seen so far: a run may be resumed with another number of processes.
@@ -403,7 +407,7 @@ def train(cfg: TrainConfig) -> Path:
         for opt in optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
-        batch = {k: _channels_last(v).to(device, non_blocking=True) for k, v in batch.items()}
+        batch = {k: _channels_last(v.to(device, non_blocking=True)) for k, v in batch.items()}
         frozen = {"generator_frozen": True} if step < cfg.discriminator_warmup else {}
         metrics = step_fn(batch, ddp_networks, optimizers, autocast, **frozen)
         if ema is not None:
