@@ -22,8 +22,9 @@ VIDEO_OUTPUT_SUFFIX = ".mp4"
 
 
 # Exit codes: 0 every input unmasked (faces may have been left alone), 1 some inputs refused (no
-# face, too many, not an image or clip, damaged, too large), 2 nothing done: bad arguments or inputs
-# that cannot be read or written as asked (argparse uses 2 for its own errors too).
+# face, too many, not an image or clip, damaged, too large) or not readable or writable, 2 nothing
+# done: bad arguments, inputs that are not there, an output folder that cannot be made (argparse
+# uses 2 for its own errors too).
 EXIT_SOME_REFUSED = 1
 EXIT_USAGE = 2
 
@@ -141,7 +142,10 @@ def unmask_command(args: argparse.Namespace) -> int:
         raise usage_error("no JPEG, PNG or WebP images or video clips in the inputs")
     folder_input = any(p.is_dir() for p in args.inputs)
     outputs = output_paths(inputs, args.output, folder_input)
-    outputs[0].parent.mkdir(parents=True, exist_ok=True)
+    try:
+        outputs[0].parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise usage_error(f"{outputs[0].parent}: cannot write there ({exc.strerror or exc})") from None
     detector = DetectorConfig(
         small_faces_max_side=2 * DetectorConfig.detect_max_side if args.small_faces else None
     )
@@ -187,6 +191,10 @@ def unmask_command(args: argparse.Namespace) -> int:
             except InputError as exc:
                 failures += 1
                 record["error"] = {"code": exc.code, "message": str(exc)}
+                tqdm.write(f"qmask: {src}: {exc}; no output written", file=sys.stderr)
+            except OSError as exc:  # unreadable input, unwritable output: that input fails, not the run
+                failures += 1
+                record["error"] = {"code": "io_error", "message": exc.strerror or str(exc)}
                 tqdm.write(f"qmask: {src}: {exc}; no output written", file=sys.stderr)
             if args.json:
                 tqdm.write(json.dumps(record))

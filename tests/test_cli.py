@@ -85,6 +85,10 @@ def test_missing_input_is_a_clear_error_with_its_own_exit_code(tmp_path, capsys)
     with pytest.raises(SystemExit) as stopped:
         main(["unmask", str(tmp_path / "empty"), "-o", str(tmp_path / "out")])
     assert stopped.value.code == 2 and "no JPEG, PNG or WebP" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SystemExit) as stopped:
+        main(["unmask", str(BENCH / "0010_masked.png"), "-o", str(tmp_path / "a_file" / "out.png")])
+    assert stopped.value.code == 2 and "cannot write there" in capsys.readouterr().err
 
 
 def test_precision_fp32_and_bf16_paint_nearly_the_same_face(tmp_path):
