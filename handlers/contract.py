@@ -61,7 +61,7 @@ def read_upload(
             "or video/mp4, video/quicktime or video/webm"
         )
     data = bytes(fields[field])
-    video = declared in VIDEO_MEDIA_TYPES or (declared in SNIFFED_TYPES and looks_like_video(data[:12]))
+    video = declared in VIDEO_MEDIA_TYPES or (declared in SNIFFED_TYPES and looks_like_video(data[:64]))
     return Upload(data, "video" if video else "photo")
 
 

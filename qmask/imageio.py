@@ -75,8 +75,13 @@ def _deep_grey(image: Image.Image) -> np.ndarray:
 
 
 def is_iso_image(head: bytes) -> bool:
-    """A HEIC or AVIF still image (its first bytes suffice)."""
-    return head[4:8] == b"ftyp" and head[8:12] in ISO_IMAGE_BRANDS
+    """A HEIC or AVIF still image, by the brands of its `ftyp` box (major or compatible) within the
+    first bytes it is given (64 hold the box of every phone photo seen)."""
+    if head[4:8] != b"ftyp":
+        return False
+    end = min(int.from_bytes(head[:4], "big"), len(head))
+    brands = [head[8:12]] + [head[i : i + 4] for i in range(16, end - 3, 4)]
+    return any(brand in ISO_IMAGE_BRANDS for brand in brands)
 
 
 def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:

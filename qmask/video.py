@@ -211,10 +211,10 @@ VIDEO_DEMUXERS = {"mov", "mp4", "matroska", "webm"}
 
 def _open_input(source: bytes | Path) -> av.container.InputContainer:
     if isinstance(source, bytes):
-        head = source[:12]
+        head = source[:64]
     else:
         with Path(source).open("rb") as file:
-            head = file.read(12)
+            head = file.read(64)
     try:
         container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), mode="r")
     except av.error.FFmpegError as exc:

@@ -63,6 +63,9 @@ def build_mar(
     archiver = Path(sys.executable).with_name("torch-model-archiver")
     # The archiver names its output after the model; build aside, then give it the versioned name.
     with tempfile.TemporaryDirectory(dir=export_dir) as tmp:
+        if card is not None and card.name != MODEL_CARD.name:
+            # Inside an archive the card always has the shipped card's name.
+            card = Path(shutil.copy(card, Path(tmp) / MODEL_CARD.name))
         subprocess.run(
             [
                 str(archiver),

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from serve.archive import DEFAULT_STORE, MODEL_CONFIGS, MODEL_NAME, REPO, model_card_version
+from serve.archive import DEFAULT_STORE, MODEL_CONFIGS, REPO, model_card_version
+from serve.models import MODEL_NAME
 
 CONFIG = REPO / "serve" / "config.properties"
 DEFAULT_STATE = REPO / "out" / "serve"

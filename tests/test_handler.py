@@ -295,6 +295,12 @@ def test_an_archive_carries_a_model_card_only_for_the_version_it_describes(unpac
     assert not (unpacked / "MODEL_CARD.md").exists()  # version 9.9: the shipped card describes another
     shipped = model_dir(tmp_path, tiny_model, version=model_card_version())
     assert (shipped / "MODEL_CARD.md").read_text() == MODEL_CARD.read_text()
+    # Another version's own card, whatever its file is called, is the archive's MODEL_CARD.md.
+    card = tmp_path / "card-9.8.md"
+    card.write_text("version: 9.8\n")
+    mar = build_mar(tmp_path / "other", "9.8", tiny_model, card=card)
+    with zipfile.ZipFile(mar) as archive:
+        assert archive.read("MODEL_CARD.md") == b"version: 9.8\n"
 
 
 def test_refuses_weights_that_do_not_fit_the_installed_networks(tmp_path, tiny_model):

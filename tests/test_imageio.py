@@ -60,10 +60,11 @@ def test_unsupported_format():
 
 
 def test_heic_and_avif_photos_are_named_as_not_supported():
-    for brand in (b"heic", b"avif"):
-        head = b"\x00\x00\x00\x18ftyp" + brand + b"\x00\x00\x00\x00mif1" + brand + bytes(64)
+    # By the major brand, or by a compatible one after a generic major brand.
+    for major, compatible in ((b"heic", b"mif1heic"), (b"avif", b"mif1avif"), (b"iso8", b"mif1heic")):
+        head = (8 + 8 + len(compatible)).to_bytes(4, "big") + b"ftyp" + major + bytes(4) + compatible
         with pytest.raises(UnsupportedFormatError, match="HEIC and AVIF") as err:
-            decode(head)
+            decode(head + bytes(64))
         assert err.value.status == 415
 
 

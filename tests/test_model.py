@@ -137,3 +137,18 @@ def test_the_mirror_averaged_inpainter_is_symmetric_and_still_blind_to_the_hole(
     other = crops.copy()
     other[holes > 0] = 0
     assert np.array_equal(faces, run_inpainter(inpainter, other, holes, mirror_average=True))
+
+
+def test_channels_last_inference_computes_what_the_networks_compute_in_nchw():
+    # load_model lays the weights out channels-last for speed; the maths must stay the networks' own.
+    model = load_model(DEFAULT_WEIGHTS)
+    crop = torch.from_numpy(load_rgb(BENCH / "0003_masked.png")[:256, :256].copy()).permute(2, 0, 1)[None]
+    x = crop.float() / 127.5 - 1
+    hole = torch.zeros(1, 1, 256, 256)
+    hole[..., 140:220, 60:196] = 1
+    for network, inputs in ((model.segmenter, (x,)), (model.inpainter, (x, hole))):
+        nchw = copy.deepcopy(network).to(memory_format=torch.contiguous_format)
+        conv_weight = next(p for p in network.parameters() if p.dim() == 4)
+        assert conv_weight.is_contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            assert torch.allclose(network(*inputs), nchw(*inputs), atol=1e-4)
