@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import requests
 from PIL import Image
@@ -61,14 +62,26 @@ def test_photos_are_answered_while_a_long_clip_is_in_work(server):
     def send_clip() -> None:
         result["clip"] = server.predict(clip, "video/mp4", model="qmask-video", timeout=600)
 
+    [clip_worker] = server.worker_pids(model="qmask-video")
+    busy_from = _cpu_seconds(clip_worker)
     worker = threading.Thread(target=send_clip)
     worker.start()
-    time.sleep(4)  # the clip is being unmasked
+    # The clip is being unmasked once its worker has spent a second of CPU on it.
+    deadline = time.monotonic() + 60
+    while _cpu_seconds(clip_worker) < busy_from + 1.0:
+        assert time.monotonic() < deadline and worker.is_alive(), "the clip worker never started on it"
+        time.sleep(0.2)
     for _ in range(3):
         assert server.predict((REAL_MASKED / "1003.png").read_bytes()).status_code == 200
     assert worker.is_alive(), "the clip should still be in work"
     worker.join()
     assert result["clip"].status_code == 200 and result["clip"].headers["Content-Type"] == "video/mp4"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _kill_workers_after(server, seconds: float) -> threading.Thread:
