@@ -4,10 +4,12 @@ Streamlit's AppTest for the page's logic, and one end-to-end run in Debian's chr
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -235,7 +237,29 @@ def test_client_retries_connection_errors_only():
         api.unmask(PHOTO.read_bytes())
     assert time.monotonic() - start >= 0.25  # the back-off ran
     assert api.status().state is client.State.UNREACHABLE
-    assert client.CONNECT_RETRIES.read == 0 and client.CONNECT_RETRIES.status == 0
+    # A server that answers, even with an error, is asked once: a photo is never run twice.
+    posts = []
+
+    class Busy(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            posts.append(self.path)
+            body = b'{"code": 503, "type": "ServiceUnavailableException", "message": "queue full"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy) as busy:
+        threading.Thread(target=busy.serve_forever, daemon=True).start()
+        with pytest.raises(client.NotReady):
+            client.QMaskClient(f"http://127.0.0.1:{busy.server_address[1]}").unmask(PHOTO.read_bytes())
+        busy.shutdown()
+    assert posts == ["/predictions/qmask"]
 
 
 @pytest.fixture
