@@ -310,6 +310,9 @@ def test_training_job_writes_a_versioned_archive_and_its_evaluation():
     # A version whose archive exists is refused before any work: versions are never replaced.
     assert script.index('if [ -e "$mar" ]') < script.index("training.pack") and "exit 1" in script
     assert script.index("training.evaluate") < script.index("serve.archive")  # the archive comes last
+    # The archive carries the new model's own card, written from its record and evaluation.
+    assert script.index("training.model_card") < script.index("serve.archive")
+    assert "--card runs/job/MODEL_CARD.md" in script
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert not mounts["/models"].get("readOnly") and mounts["/shared/data"]["readOnly"]
     env = {e["name"]: e["value"] for e in container["env"]}
