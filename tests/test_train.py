@@ -392,6 +392,34 @@ def test_a_tight_frame_erases_past_the_cut_and_still_scores_the_hole_there(tiny_
     assert painted[past_cut].float().mean() > 0.9  # ... but painted, so scored, there
 
 
+def test_a_tight_frame_cuts_the_segmenters_photo_and_mirrors_its_mask_beyond_the_cut(tiny_pack):
+    cfg = tiny_config(Path("unused"), tiny_pack, "segmenter")
+    plain = replace(
+        cfg.data, mirrored=1.0, unmasked=0.0, not_a_face=0.0, low_resolution=0.0, flip=False, grayscale=0.0
+    )
+    whole = build_dataset(replace(cfg, data=plain))
+    cut = build_dataset(replace(cfg, data=replace(plain, tight_frame=1.0)))
+    cuts = 0
+    for index in range(len(whole)):
+        before, after = whole[index], cut[index]
+        inside_before, inside_after = before["inside"][0] > 0.5, after["inside"][0] > 0.5
+        # The same drawn mask on the same photo, only less of the photo: the crop is the photo's
+        # mirror image past the cut, the mask's too, as inference sees a tightly framed photo.
+        assert not (inside_after & ~inside_before).any()
+        # (Bilinear sampling mixes in the mirrored side within a pixel of the cut.)
+        outside = (~inside_after).float()[None, None]
+        interior = torch.nn.functional.max_pool2d(outside, 5, stride=1, padding=2)[0, 0] == 0
+        assert torch.equal(before["image"][:, interior], after["image"][:, interior])
+        assert torch.allclose(before["alpha"][:, interior], after["alpha"][:, interior], atol=1e-3)
+        lost = inside_before & ~inside_after
+        cuts += bool(lost.any())
+        assert not lost[:100].any(dim=1).any() or lost[:, :100].any() or lost[:, 156:].any()
+        mask_past_cut = (after["alpha"][0] > 0.5) & ~inside_after & inside_before
+        changed = (after["image"] != before["image"]).any(dim=0)
+        assert not mask_past_cut.any() or changed[mask_past_cut].any()
+    assert cuts >= len(whole) - 1  # rarely a cut falls past the photo's own edge
+
+
 def test_ema_decay_exports_the_average_of_the_weights_and_resumes_it(tmp_path, tiny_pack, capsys):
     start = train(tiny_config(tmp_path / "start", tiny_pack, steps=1))
     start_state = read_networks(start)[0]["inpainter"][1]

@@ -69,13 +69,18 @@ class DataConfig:
     # clipped at the photo's edge the segmenter learnt that a mask ends there, so on real photos it
     # missed every rim under the chin and every side out towards the ears.
     foreign_surroundings: bool = True
-    # Inpainter: share of pairs whose photo is cut closer to the face than UTKFace's, as a real photo
-    # framed tightly ends at the cheek or the chin and the hole runs into its edge, where the
-    # inpainter cannot tell the hole from the erased surroundings. The hole is still scored where it
-    # reaches past the cut, as the truth is known there. It matters only with `erase_outside_photo`:
-    # without it the inpainter sees the mirrored crop, which the cut leaves as it is. (Models 3.1 to
-    # 3.4: 0.25. The streaks along such edges it was meant for stayed; they come from the critic
-    # judging the mirrored surroundings, see `TrainConfig.critic_known_only`.)
+    # Share of pairs whose photo is cut closer to the face than UTKFace's, as a real photo framed
+    # tightly ends at the cheek or the chin.
+    # Inpainter: the hole runs into that edge, where the inpainter cannot tell the hole from the
+    # erased surroundings. The hole is still scored where it reaches past the cut, as the truth is
+    # known there. It matters only with `erase_outside_photo`: without it the inpainter sees the
+    # mirrored crop, which the cut leaves as it is. (Models 3.1 to 3.4: 0.25. The streaks along such
+    # edges it was meant for stayed; they come from the critic judging the mirrored surroundings,
+    # see `TrainConfig.critic_known_only`.)
+    # Segmenter: a share of the `mirrored` pairs, the photo and its drawn mask cut and mirrored
+    # beyond the cut: UTKFace's photos all end near the training window, so the segmenter had only
+    # seen the mirror line there, and where a real photo ends at the chin or cheek its probability
+    # falls along the edge (the mask's rim left there unless the hole's grow covers it).
     tight_frame: float = 0.0
     # Where a cut edge falls, in crop pixels (the eyes are at x 100 and 156, y 92; the photos mostly
     # end near `TRAINING_PHOTO_WINDOW`, 44, 41, 213, 210): left, right, bottom.
@@ -135,6 +140,17 @@ class _PackDataset(Dataset):
         eyes = mesh_eyes(mesh)
         return eyes_to_crop(jittered_eyes(eyes, rng, self.config))
 
+    def _frame_cuts(self, rng: np.random.Generator) -> tuple[float | None, float | None, float | None]:
+        """Where a tightly framed photo ends in the crop (`DataConfig.tight_frame`): its left, right
+        and bottom edges in crop pixels, one to three of them cut (None: not cut)."""
+        cfg = self.config
+        sides = rng.random(3) < 0.5
+        sides[rng.integers(3)] = True
+        left = rng.uniform(*cfg.tight_frame_left) if sides[0] else None
+        right = rng.uniform(*cfg.tight_frame_right) if sides[1] else None
+        bottom = rng.uniform(*cfg.tight_frame_bottom) if sides[2] else None
+        return left, right, bottom
+
     def _finish(
         self, rng: np.random.Generator, images: list[np.ndarray], planes: list[np.ndarray]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -169,12 +185,42 @@ class MaskedFaceDataset(_PackDataset):
             drawn = RenderedMask(image=rgb, alpha=np.zeros(rgb.shape[:2], np.float32), kind="none")
         else:
             drawn = self.renderer.render(rgb, mesh, rng)
+        # No draw without tight frames, so runs without them keep their pairs (and their seeds' results).
+        if mirrored and self.config.tight_frame > 0 and rng.random() < self.config.tight_frame:
+            drawn, matrix = self._cut_photo(drawn, matrix, rng)
+            inside = inside_photo(drawn.image.shape, matrix)
         masked = warp_to_crop(drawn.image, matrix)
         alpha = warp_to_crop(drawn.alpha, matrix)
         if rng.random() < self.config.low_resolution:
             masked = self._low_resolution(masked, rng)
         (image,), (alpha_t, inside_t) = self._finish(rng, [masked], [alpha, inside])
         return {"image": image, "alpha": alpha_t, "inside": inside_t}
+
+    def _cut_photo(
+        self, drawn: RenderedMask, matrix: np.ndarray, rng: np.random.Generator
+    ) -> tuple[RenderedMask, np.ndarray]:
+        """The masked photo and its mask cut along photo rows and columns where the crop's
+        `_frame_cuts` fall (a real photo's edges are the photo's, not the crop's), with the crop's
+        matrix moved to the cut photo."""
+        left, right, bottom = self._frame_cuts(rng)
+        h, w = drawn.image.shape[:2]
+        inv = invert(matrix)
+        middle = CROP_SIZE / 2
+
+        def to_photo(x: float, y: float) -> np.ndarray:
+            return transform_points(np.array([[x, y]], np.float64), inv)[0]
+
+        x0 = 0 if left is None else int(np.clip(round(to_photo(left, middle)[0]), 0, w - 2))
+        x1 = w if right is None else int(np.clip(round(to_photo(right, middle)[0]), x0 + 2, w))
+        y1 = h if bottom is None else int(np.clip(round(to_photo(middle, bottom)[1]), 2, h))
+        moved = matrix.copy()
+        moved[:, 2] += matrix[:, :2] @ np.array([x0, 0], np.float64)
+        cut = RenderedMask(
+            image=np.ascontiguousarray(drawn.image[:y1, x0:x1]),
+            alpha=np.ascontiguousarray(drawn.alpha[:y1, x0:x1]),
+            kind=drawn.kind,
+        )
+        return cut, moved
 
     @staticmethod
     def _on_canvas(
@@ -256,14 +302,12 @@ class HoleDataset(_PackDataset):
 
     def _tight_frame(self, inside: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """`inside` with the photo cut at one to three of its left, right and bottom edges."""
-        cfg = self.config
-        sides = rng.random(3) < 0.5
-        sides[rng.integers(3)] = True
+        left, right, bottom = self._frame_cuts(rng)
         cut = inside.copy()
-        if sides[0]:
-            cut[:, : round(rng.uniform(*cfg.tight_frame_left))] = 0
-        if sides[1]:
-            cut[:, round(rng.uniform(*cfg.tight_frame_right)) :] = 0
-        if sides[2]:
-            cut[round(rng.uniform(*cfg.tight_frame_bottom)) :] = 0
+        if left is not None:
+            cut[:, : round(left)] = 0
+        if right is not None:
+            cut[:, round(right) :] = 0
+        if bottom is not None:
+            cut[round(bottom) :] = 0
         return cut
