@@ -84,10 +84,21 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _kill_workers_after(server, seconds: float) -> threading.Thread:
+def _kill_workers_once_busy(server, cpu_seconds: float = 0.3, timeout: float = 60) -> threading.Thread:
+    """Kill the photo model's workers once one of them has spent `cpu_seconds` of CPU since now: in
+    the middle of the photo sent next, however fast the machine (a fixed delay could fall before
+    the photo reached the worker on a slow one, or after it was answered on a fast one)."""
+    pids = server.worker_pids()
+    assert pids, "no photo worker is ready"
+    start = {pid: _cpu_seconds(pid) for pid in pids}
+
     def kill() -> None:
-        time.sleep(seconds)
-        for pid in server.worker_pids():
+        deadline = time.monotonic() + timeout
+        while not any(_cpu_seconds(pid) >= start[pid] + cpu_seconds for pid in pids):
+            if time.monotonic() > deadline:
+                return  # the test's own assertions then fail with the photo's answer
+            time.sleep(0.02)
+        for pid in pids:
             os.kill(pid, signal.SIGKILL)
 
     thread = threading.Thread(target=kill)
@@ -108,7 +119,7 @@ def test_a_worker_dying_with_a_photo_is_answered_as_such_and_the_page_client_ret
     buffer = io.BytesIO()
     image.resize((image.width * 30, image.height * 30)).save(buffer, format="JPEG", quality=90)
     big = buffer.getvalue()
-    killer = _kill_workers_after(server, 0.3)
+    killer = _kill_workers_once_busy(server)
     response = server.predict(big, "image/jpeg")
     killer.join()
     # 507 when TorchServe has seen the kill's exit status by then, else 500; the message says it.
@@ -120,7 +131,7 @@ def test_a_worker_dying_with_a_photo_is_answered_as_such_and_the_page_client_ret
     assert server.predict((REAL_MASKED / "1003.png").read_bytes()).status_code == 200
     # The page's client: the first try dies with its worker, the second (after the pause) succeeds.
     client = QMaskClient(server.ports.url("inference"), worker_restart_s=8.0)
-    killer = _kill_workers_after(server, 0.3)
+    killer = _kill_workers_once_busy(server)
     started = time.perf_counter()
     result = client.unmask(big)
     killer.join()
