@@ -7,7 +7,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from qmask.imageio import FORMAT_BY_MEDIA_TYPE, SUPPORTED_FORMATS, NotAnImageError, UnsupportedFormatError
+from qmask.imageio import (
+    FORMAT_BY_MEDIA_TYPE,
+    ISO_IMAGE_UNSUPPORTED,
+    SUPPORTED_FORMATS,
+    NotAnImageError,
+    UnsupportedFormatError,
+    is_iso_image,
+)
 from qmask.video import VIDEO_MEDIA_TYPES, NotAVideoError, looks_like_video
 
 JSON_TYPE = "application/json"
@@ -72,6 +79,9 @@ def check_media(upload: Upload, served: str) -> None:
         empty = NotAVideoError if served == "video" else NotAnImageError
         raise empty(f"the request has no data: send {MEDIA[served][0]} to {MEDIA[served][1]} as its body")
     if upload.media != served:
+        if is_iso_image(upload.data[:64]):
+            # Sent to the clip model, a HEIC photo would be sent on to the photo model to be refused.
+            raise UnsupportedFormatError(ISO_IMAGE_UNSUPPORTED)
         what, where = MEDIA[upload.media]
         raise UnsupportedFormatError(f"this endpoint takes {MEDIA[served][0]}; send {what} to {where}")
 

@@ -74,6 +74,9 @@ def _deep_grey(image: Image.Image) -> np.ndarray:
     return np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
 
 
+ISO_IMAGE_UNSUPPORTED = "HEIC and AVIF photos are not supported; send JPEG, PNG or WebP"
+
+
 def is_iso_image(head: bytes) -> bool:
     """A HEIC or AVIF still image, by the brands of its `ftyp` box (major or compatible) within the
     first bytes it is given (64 hold the box of every phone photo seen)."""
@@ -97,8 +100,7 @@ def decode(data: bytes, limits: ImageLimits | None = None) -> DecodedImage:
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         if is_iso_image(data):
-            message = "HEIC and AVIF photos are not supported; send JPEG, PNG or WebP"
-            raise UnsupportedFormatError(message) from exc
+            raise UnsupportedFormatError(ISO_IMAGE_UNSUPPORTED) from exc
         raise NotAnImageError("the data is not an image (expected JPEG, PNG or WebP)") from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageTooLargeError(str(exc)) from exc

@@ -35,6 +35,15 @@ def test_clips_are_told_by_their_type_or_their_bytes():
     assert read_upload({"body": HEIC_HEAD}, {"body": "application/octet-stream"}, {}, "").media == "photo"
 
 
+def test_a_heic_photo_at_the_clip_model_is_refused_there_not_sent_to_the_photo_model():
+    heic = read_upload({"body": HEIC_HEAD}, {"body": "application/octet-stream"}, {}, "")
+    with pytest.raises(UnsupportedFormatError, match="HEIC and AVIF photos are not supported"):
+        check_media(heic, "video")
+    png = read_upload({"body": PNG}, {"body": ""}, {}, "")
+    with pytest.raises(UnsupportedFormatError, match="send photos to /predictions/qmask"):
+        check_media(png, "video")
+
+
 @pytest.mark.parametrize(
     ("fields", "types", "counts", "request_type", "error", "words"),
     [
