@@ -392,6 +392,15 @@ def test_a_tight_frame_erases_past_the_cut_and_still_scores_the_hole_there(tiny_
     assert painted[past_cut].float().mean() > 0.9  # ... but painted, so scored, there
 
 
+def test_a_key_the_config_does_not_take_is_named_in_the_error(tmp_path, tiny_pack):
+    with pytest.raises(ValueError, match=r"unknown key in .*: tight_frame \(it takes .*\bdata\b"):
+        tiny_config(tmp_path, tiny_pack, tight_frame=0.5)  # belongs under data:
+    with pytest.raises(ValueError, match=r"unknown key in data: tight_frames \(it takes .*tight_frame\b"):
+        tiny_config(tmp_path, tiny_pack, data={"pack": str(tiny_pack), "tight_frames": 0.5})
+    with pytest.raises(ValueError, match="unknown key in loss: vgg"):
+        tiny_config(tmp_path, tiny_pack, loss={"vgg": 1.0})
+
+
 def test_a_tight_frame_cuts_the_segmenters_photo_and_mirrors_its_mask_beyond_the_cut(tiny_pack):
     cfg = tiny_config(Path("unused"), tiny_pack, "segmenter")
     plain = replace(

@@ -9,7 +9,8 @@ detector noise.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -30,6 +31,8 @@ from qmask.model import images_to_tensor
 from training.holes import HoleConfig, mask_shaped_hole
 from training.masks import DRAWN_WEIGHTS, TEMPLATE_SHARE, MaskRenderer, RenderedMask
 from training.pack import FacePack
+
+Config = TypeVar("Config")
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,19 @@ class DataConfig:
     def from_dict(cls, raw: dict) -> DataConfig:
         raw = _lists_as_tuples(raw)
         if "holes" in raw:
-            raw["holes"] = HoleConfig(**_lists_as_tuples(raw["holes"]))
-        return cls(**raw)
+            raw["holes"] = config_from_dict(HoleConfig, _lists_as_tuples(raw["holes"]), "data.holes")
+        return config_from_dict(cls, raw, "data")
+
+
+def config_from_dict(cls: type[Config], raw: dict, section: str) -> Config:
+    """`cls(**raw)` for a configuration dataclass, with an error that names a key it lacks (a typo in a
+    YAML config or a `--set` override), the `section` it was in and the keys it takes."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        takes = ", ".join(sorted(known))
+        raise ValueError(f"unknown key in {section}: {', '.join(unknown)} (it takes {takes})")
+    return cls(**raw)
 
 
 def _lists_as_tuples(raw: dict) -> dict:

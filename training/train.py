@@ -45,7 +45,7 @@ from qmask.model import (
     save_networks,
     supports_bf16,
 )
-from training.data import DataConfig, HoleDataset, MaskedFaceDataset
+from training.data import DataConfig, HoleDataset, MaskedFaceDataset, config_from_dict
 from training.masks import MaskRenderer
 from training.pack import FacePack
 from training.stages import InpainterStep, LossConfig, SegmenterStep
@@ -121,14 +121,14 @@ class TrainConfig:
         raw = yaml.safe_load(Path(path).read_text()) or {}
         raw.update(overrides or {})
         if raw.get("network") is not None:
-            raw["network"] = UNetConfig(**raw["network"])
+            raw["network"] = config_from_dict(UNetConfig, raw["network"], "network")
         if "data" in raw:
             raw["data"] = DataConfig.from_dict(raw["data"])
         if "loss" in raw:
-            raw["loss"] = LossConfig(**raw["loss"])
+            raw["loss"] = config_from_dict(LossConfig, raw["loss"], "loss")
         if "betas" in raw:
             raw["betas"] = tuple(raw["betas"])
-        return cls(**raw)
+        return config_from_dict(cls, raw, f"{path}")
 
     @property
     def network_config(self) -> UNetConfig:
@@ -478,8 +478,15 @@ def main() -> None:
         help="override top-level fields, e.g. --set steps=20 out_dir=runs/smoke",
     )
     args = parser.parse_args()
+    malformed = [item for item in args.set if "=" not in item]
+    if malformed:
+        parser.error(f"--set takes KEY=VALUE, not {' '.join(malformed)}")
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    train(TrainConfig.from_yaml(args.config, overrides))
+    try:
+        cfg = TrainConfig.from_yaml(args.config, overrides)
+    except ValueError as err:  # a key the config does not take
+        parser.error(str(err))
+    train(cfg)
 
 
 if __name__ == "__main__":
