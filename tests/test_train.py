@@ -392,6 +392,24 @@ def test_a_tight_frame_erases_past_the_cut_and_still_scores_the_hole_there(tiny_
     assert painted[past_cut].float().mean() > 0.9  # ... but painted, so scored, there
 
 
+def test_a_colour_cast_changes_the_whole_crop_alike_and_nothing_else(tiny_pack):
+    cfg = tiny_config(Path("unused"), tiny_pack)
+    plain = replace(cfg.data, flip=False, grayscale=0.0)
+    same = build_dataset(replace(cfg, data=plain))
+    cast = build_dataset(replace(cfg, data=replace(plain, colour_jitter=1.0)))
+    for index in range(len(same)):
+        before, after = same[index], cast[index]
+        for key in ("hole", "inside", "known"):
+            assert torch.equal(before[key], after[key])  # the same pair, only its colours
+        # One cast for the whole crop, the truth the inpainter is scored on included: per channel,
+        # the new values are a monotonic function of the old (exposure, gain and gamma).
+        for old, new in zip(before["image"], after["image"], strict=True):
+            order = torch.argsort(old.flatten())
+            steps = new.flatten()[order].diff()
+            assert (steps >= -1.5 / 127.5).all()  # rounding to 8 bits aside
+        assert not torch.equal(before["image"], after["image"])
+
+
 def test_a_key_the_config_does_not_take_is_named_in_the_error(tmp_path, tiny_pack):
     with pytest.raises(ValueError, match=r"unknown key in .*: tight_frame \(it takes .*\bdata\b"):
         tiny_config(tmp_path, tiny_pack, tight_frame=0.5)  # belongs under data:
