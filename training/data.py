@@ -95,7 +95,8 @@ class DataConfig:
     # the hole (on the frozen bench, each face's mean colour offset taken away would score 25.41
     # instead of 25.00), and UTKFace's photos share one look; a colour learnt from the face around
     # the hole rather than from that look should carry to other cameras. (Half of the pairs for 55
-    # minutes from 3.4, cpu_inpainter_colour.yaml: the offsets' spread as it was, the bench +0.03 dB.)
+    # minutes from 3.4, cpu_inpainter_3.5.yaml: the offsets' spread as it was, the bench +0.03 dB;
+    # shipped as model 3.5.)
     colour_jitter: float = 0.0
     # Ranges of those changes: exposure (a factor), each channel's gain (a factor), gamma.
     colour_jitter_exposure: tuple[float, float] = (0.75, 1.25)

@@ -77,7 +77,7 @@ def training_section(meta: dict) -> list[str]:
             lines.append(
                 f"  Losses: L1 in the hole {loss.get('l1')}{lowpass}, outside it {loss.get('l1_valid')}, "
                 f"VGG16 perceptual {loss.get('perceptual')}, LSGAN {loss.get('gan')}, feature matching "
-                f"{loss.get('feature_matching')}; holes {data.get('holes')}."
+                f"{loss.get('feature_matching')}; holes {data.get('holes')}{_pair_changes(data)}."
             )
     lines += [
         "",
@@ -86,6 +86,17 @@ def training_section(meta: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def _pair_changes(data: dict) -> str:
+    """The share of training pairs cut at the cheek or chin and cast in another camera's colours,
+    where the run used them (records older than these options lack the keys)."""
+    parts = []
+    if data.get("tight_frame"):
+        parts.append(f"{data['tight_frame']} of the pairs cut at the cheek or chin")
+    if data.get("colour_jitter"):
+        parts.append(f"{data['colour_jitter']} under a random colour cast, exposure and gamma")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def evaluation_section(eval_dir: Path, bench: Path | None, real: Path | None) -> list[str]:
