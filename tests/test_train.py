@@ -173,7 +173,7 @@ def test_init_from_starts_with_the_shipped_weights(tmp_path, tiny_pack, capsys):
 def test_discriminator_warmup_trains_the_discriminator_alone_first(tmp_path, tiny_pack):
     shipped = train(tiny_config(tmp_path / "first", tiny_pack, steps=1))
     out = tmp_path / "fine"
-    fine = {"lr": 0.01, "init_from": str(shipped), "discriminator_warmup": 2}
+    fine = {"lr": 0.01, "init_from": str(shipped), "discriminator.warmup": 2}
     warm = train(tiny_config(out, tiny_pack, steps=2, **fine))
     before, after = read_networks(shipped)[0]["inpainter"][1], read_networks(warm)[0]["inpainter"][1]
     convs = [k for k in before if k.endswith(".weight") and before[k].ndim == 4]
@@ -185,8 +185,8 @@ def test_discriminator_warmup_trains_the_discriminator_alone_first(tmp_path, tin
     log = read_log(out)
     assert [set(r) >= {"l1", "gan"} for r in log] == [False, False, True], log
     assert all("loss_d" in r for r in log)
-    with pytest.raises(ValueError, match="discriminator_warmup"):
-        train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1, discriminator_warmup=1))
+    with pytest.raises(ValueError, match=r"discriminator\.warmup"):
+        train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1, **{"discriminator.warmup": 1}))
 
 
 def test_a_runs_config_yaml_reads_back_as_its_config(tmp_path, tiny_pack):
@@ -203,7 +203,7 @@ def test_a_fine_tune_can_start_its_discriminator_from_the_last_run(tmp_path, tin
     saved = torch.load(critic, weights_only=True)
     assert saved and all(v.dtype == torch.float16 for v in saved.values() if v.is_floating_point())
     out = tmp_path / "fine"
-    fine = {"lr": 0.0, "init_from": str(shipped), "discriminator_from": str(critic)}
+    fine = {"lr": 0.0, "init_from": str(shipped), "discriminator.init_from": str(critic)}
     train(tiny_config(out, tiny_pack, steps=1, **fine))
     assert f"initialised the discriminator from {critic}" in capsys.readouterr().out
     # lr 0: the critic's convs are still those it was given (batch-norm statistics move).
@@ -211,9 +211,10 @@ def test_a_fine_tune_can_start_its_discriminator_from_the_last_run(tmp_path, tin
     convs = [k for k in saved if k.endswith(".weight") and saved[k].ndim == 4]
     assert convs and all(torch.equal(saved[k].float(), started[k]) for k in convs)
     with pytest.raises(ValueError, match="does not fit a discriminator of 16 channels"):
-        train(tiny_config(tmp_path / "wider", tiny_pack, steps=1, discriminator_channels=16, **fine))
-    with pytest.raises(ValueError, match="discriminator_from"):
-        train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1, discriminator_from=str(critic)))
+        train(tiny_config(tmp_path / "wider", tiny_pack, steps=1, **{"discriminator.channels": 16}, **fine))
+    segmenter = {"discriminator.init_from": str(critic)}
+    with pytest.raises(ValueError, match="init_from"):
+        train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1, **segmenter))
 
 
 def test_init_from_refuses_weights_of_another_shape_or_stage(tmp_path, tiny_pack):
@@ -305,7 +306,7 @@ def test_the_gpu_script_trains_and_exports_on_the_cpu_too(tmp_path, tiny_pack):
     env = {
         **os.environ,
         "PYTHON": sys.executable,
-        "QMASK_TRAIN_SET": "steps=2 discriminator_warmup=1 batch_size=2 num_workers=0 log_every=1"
+        "QMASK_TRAIN_SET": "steps=2 discriminator.warmup=1 batch_size=2 num_workers=0 log_every=1"
         f' data={{"pack":"{tiny_pack}"}}',
     }
     proc = subprocess.run(
@@ -342,9 +343,9 @@ def test_with_erase_outside_photo_the_inpainter_never_sees_the_mirrored_surround
         assert torch.equal(*conditions) == same
 
 
-def test_with_critic_known_only_the_critic_never_sees_the_mirrored_surroundings(tiny_pack):
+def test_with_known_only_the_critic_never_sees_the_mirrored_surroundings(tiny_pack):
     # A true crop is mirror-symmetric across the photo's edge; judged there, the generator learnt
-    # to paint stripes along it. With `critic_known_only`, changing the mirrored pixels changes
+    # to paint stripes along it. With `discriminator.known_only`, changing the mirrored pixels changes
     # neither network's critic losses; without it, they do.
     cfg = replace(tiny_config(Path("unused"), tiny_pack), erase_outside_photo=True)
     dataset = build_dataset(cfg)
@@ -354,7 +355,7 @@ def test_with_critic_known_only_the_critic_never_sees_the_mirrored_surroundings(
     assert mirrored.any()
     changed = dict(batch, image=torch.where(mirrored, -batch["image"], batch["image"]))
     for known_only in (True, False):
-        step = build_step(replace(cfg, critic_known_only=known_only))
+        step = build_step(replace(cfg, discriminator=replace(cfg.discriminator, known_only=known_only)))
         optimizers = {n: torch.optim.SGD(m.parameters(), lr=0.0) for n, m in step.networks.items()}
         losses = [
             step(b, step.networks, optimizers, torch.autocast("cpu", enabled=False)) for b in (batch, changed)
@@ -417,6 +418,20 @@ def test_a_key_the_config_does_not_take_is_named_in_the_error(tmp_path, tiny_pac
         tiny_config(tmp_path, tiny_pack, data={"pack": str(tiny_pack), "tight_frames": 0.5})
     with pytest.raises(ValueError, match="unknown key in loss: vgg"):
         tiny_config(tmp_path, tiny_pack, loss={"vgg": 1.0})
+
+
+def test_a_dotted_override_sets_one_field_of_a_section(tmp_path, tiny_pack):
+    base = tiny_config(tmp_path, tiny_pack)
+    dotted = {"data.colour_jitter": 0.5, "discriminator.warmup": 3, "loss.gan": 0.25}
+    cfg = tiny_config(tmp_path, tiny_pack, **dotted)
+    assert cfg.data == replace(base.data, colour_jitter=0.5)
+    assert cfg.discriminator == replace(base.discriminator, warmup=3)
+    assert cfg.loss == replace(base.loss, gan=0.25)
+    assert replace(cfg, data=base.data, discriminator=base.discriminator, loss=base.loss) == base
+    with pytest.raises(ValueError, match=r"unknown key in discriminator: warm_up \(it takes .*\bwarmup\b"):
+        tiny_config(tmp_path, tiny_pack, **{"discriminator.warm_up": 3})
+    with pytest.raises(ValueError, match="steps is not a section"):
+        tiny_config(tmp_path, tiny_pack, **{"steps.first": 1})
 
 
 def test_a_tight_frame_cuts_the_segmenters_photo_and_mirrors_its_mask_beyond_the_cut(tiny_pack):

@@ -77,9 +77,9 @@ class DataConfig:
     # Inpainter: the hole runs into that edge, where the inpainter cannot tell the hole from the
     # erased surroundings. The hole is still scored where it reaches past the cut, as the truth is
     # known there. It matters only with `erase_outside_photo`: without it the inpainter sees the
-    # mirrored crop, which the cut leaves as it is. (Models 3.1 to 3.4: 0.25. The streaks along such
+    # mirrored crop, which the cut leaves as it is. (Models 3.1 to 3.5: 0.25. The streaks along such
     # edges it was meant for stayed; they come from the critic judging the mirrored surroundings,
-    # see `TrainConfig.critic_known_only`.)
+    # see `DiscriminatorConfig.known_only`.)
     # Segmenter: a share of the `mirrored` pairs, the photo and its drawn mask cut and mirrored
     # beyond the cut: UTKFace's photos all end near the training window, so the segmenter had only
     # seen the mirror line there, and where a real photo ends at the chin or cheek its probability

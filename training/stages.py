@@ -48,6 +48,32 @@ class LossConfig:
     feature_matching: float = 10.0
 
 
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """The inpainter's critic: the multi-scale PatchGAN its adversarial and feature-matching losses
+    come from (the segmenter has none)."""
+
+    channels: int = 64
+    # For this many steps only the discriminator learns. A fine-tune (init_from) starts with a fresh
+    # discriminator, whose first verdicts are noise; the generator should not chase them.
+    warmup: int = 0
+    # The weights to start from (the `discriminator.pt` a run writes beside its inpainter), with the
+    # same `channels`; None: a fresh one. Run folders do not outlive a machine, so without it every
+    # fine-tune begins against a critic that knows nothing yet and spends `warmup` steps teaching
+    # it. Ignored when the run resumes.
+    init_from: str | None = None
+    # Judge only the crop's pixels whose truth is known, not the mirrored surroundings. A true crop
+    # is mirror-symmetric across the photo's edge and a painted one is not; judged there, the
+    # generator learnt to paint horizontal stripes along the edge (the streaks beside a cheek on real
+    # photos; `benchmarks.edge_stripes`). 45 minutes with it from the 3.2 candidate: the stripes
+    # halved, frozen bench LPIPS 0.0979 to 0.0935 but PSNR 24.85 to 24.63; 75 minutes with twice the
+    # low-pass L1 (cpu_inpainter_critic_lowpass.yaml): 24.70, LPIPS 0.0927; with the critic's losses
+    # at half weight, 30 minutes beat 3.2 on all five (24.96, LPIPS 0.0969; cpu_inpainter_3.3.yaml,
+    # model 3.3; README, "Holes (for the inpainter)"). Off by default, as every inpainter before 3.3
+    # was trained.
+    known_only: bool = False
+
+
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     prob = torch.sigmoid(logits)
     inter = (prob * target).sum(dim=(1, 2, 3))
@@ -145,25 +171,25 @@ class InpainterStep:
 
     The discriminator judges (erased crop + hole, image) pairs: the truth, or the composite (the
     painted face inside the hole, the photo elsewhere: what the pipeline shows, less the feather
-    beyond the hole where it blends the two), with `critic_known_only` only where the truth is known.
+    beyond the hole where it blends the two), with `DiscriminatorConfig.known_only` only where the
+    truth is known.
     """
 
     def __init__(
         self,
         config: UNetConfig,
         loss: LossConfig,
-        discriminator_channels: int,
+        discriminator: DiscriminatorConfig,
         seed: int,
         vgg_weights: Path | None,
         erase_outside_photo: bool,
-        critic_known_only: bool,
     ) -> None:
         self.erase_outside_photo = erase_outside_photo
-        self.critic_known_only = critic_known_only
+        self.judge_known_only = discriminator.known_only
         self.networks: dict[str, nn.Module] = {
             "inpainter": Inpainter(config),
             "discriminator": MultiScaleDiscriminator(
-                config.in_channels + 3, LOWER_FACE, ndf=discriminator_channels
+                config.in_channels + 3, LOWER_FACE, ndf=discriminator.channels
             ),
         }
         self.perceptual = PerceptualLoss(vgg=vgg_weights)
@@ -195,11 +221,12 @@ class InpainterStep:
         # mirror image, no face to learn. Beyond a `tight_frame` cut the truth is known: the hole
         # is painted and scored there too.
         painted = hole * known
-        # With `critic_known_only` the critic sees the known pixels only. Beyond the photo's edge the
-        # crop is the photo's mirror image, so a true crop is mirror-symmetric across that edge and a
-        # painted one is not; judged there, the generator learnt to paint the one thing that stays
-        # symmetric whatever lies beyond: horizontal stripes along the edge (`benchmarks.edge_stripes`).
-        judged = (known > 0.5).float() if self.critic_known_only else torch.ones_like(known)
+        # With `DiscriminatorConfig.known_only` the critic sees the known pixels only. Beyond the
+        # photo's edge the crop is the photo's mirror image, so a true crop is mirror-symmetric across
+        # that edge and a painted one is not; judged there, the generator learnt to paint the one
+        # thing that stays symmetric whatever lies beyond: horizontal stripes along the edge
+        # (`benchmarks.edge_stripes`).
+        judged = (known > 0.5).float() if self.judge_known_only else torch.ones_like(known)
         generator, discriminator = models["inpainter"], models["discriminator"]
         with autocast:
             with torch.set_grad_enabled(not generator_frozen):

@@ -4,12 +4,14 @@
     torchrun --nproc_per_node 2 -m training.train --config training/configs/cpu_inpainter.yaml
 
 One YAML file sets every field of `TrainConfig` (see training/configs/); `stage` says which
-network it trains. A run folder gets `config.yaml`, `log.jsonl` (losses, images/s), sample grids
-`samples/step_*.png`, `checkpoint.pt` (resumed automatically when the run is started again with
-the same settings; only the budget and logging may change) and the stage's weights `STAGE.pt`
-(with `ema_decay`, their average over the steps) with the whole config and the git commit it was
-trained from (an inpainter's run also `discriminator.pt`, for a later fine-tune to start its
-critic from).
+network it trains. Its sections (`data`, `loss`, `discriminator`, `network`) are configs of their
+own; `--set` overrides a field, a section's with a dotted key (`--set steps=20
+data.colour_jitter=0.5 discriminator.warmup=100`). A run folder gets `config.yaml`, `log.jsonl`
+(losses, images/s), sample grids `samples/step_*.png`, `checkpoint.pt` (resumed automatically when
+the run is started again with the same settings; only the budget and logging may change) and the
+stage's weights `STAGE.pt` (with `ema_decay`, their average over the steps) with the whole config
+and the git commit it was trained from (an inpainter's run also `discriminator.pt`, for a later
+fine-tune to start its critic from).
 `python -m training.export` joins a segmenter and an inpainter into a shippable model.
 """
 
@@ -48,7 +50,7 @@ from qmask.model import (
 from training.data import DataConfig, HoleDataset, MaskedFaceDataset, config_from_dict
 from training.masks import MaskRenderer
 from training.pack import FacePack
-from training.stages import InpainterStep, LossConfig, SegmenterStep
+from training.stages import DiscriminatorConfig, InpainterStep, LossConfig, SegmenterStep
 
 DEFAULT_NETWORKS = {"segmenter": SEGMENTER, "inpainter": INPAINTER}
 
@@ -72,34 +74,15 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 200
     checkpoint_every: int = 200
-    discriminator_channels: int = 64
     # A model file (a shipped model or a stage's export) whose weights for this stage to start
     # from instead of random ones; same network config. Ignored when the run resumes.
     init_from: str | None = None
-    # Inpainter: for this many steps only the discriminator learns. A fine-tune (init_from) starts
-    # with a fresh discriminator, whose first verdicts are noise; the generator should not chase them.
-    discriminator_warmup: int = 0
-    # Inpainter: the discriminator's weights to start from (the `discriminator.pt` a run writes
-    # beside its inpainter), with the same `discriminator_channels`; None: a fresh one. Run folders
-    # do not outlive a machine, so without it every fine-tune begins against a critic that knows
-    # nothing yet and spends `discriminator_warmup` steps teaching it. Ignored when the run resumes.
-    discriminator_from: str | None = None
     # Inpainter: erase every crop pixel beyond the photo too. There the crop is the photo's mirror
     # image, and below a hole that ends inside the crop it showed the face's own mouth and chin
     # upside down, which the generator learnt to copy; in a real photo that mirror shows the mask.
     # Every inpainter from model 2.4 on was trained with it; the pipeline reads it from the model
     # file's training record and erases the same at inference.
     erase_outside_photo: bool = True
-    # Inpainter: the critic judges only the crop's pixels whose truth is known, not the mirrored
-    # surroundings. A true crop is mirror-symmetric across the photo's edge and a painted one is not;
-    # judged there, the generator learnt to paint horizontal stripes along the edge (the streaks
-    # beside a cheek on real photos; `benchmarks.edge_stripes`). 45 minutes with it from the 3.2
-    # candidate: the stripes halved, frozen bench LPIPS 0.0979 to 0.0935 but PSNR 24.85 to 24.63; 75
-    # minutes with twice the low-pass L1 (cpu_inpainter_critic_lowpass.yaml): 24.70, LPIPS 0.0927;
-    # with the critic's losses at half weight, 30 minutes beat 3.2 on all five (24.96, LPIPS 0.0969;
-    # cpu_inpainter_3.3.yaml, model 3.3; README, "Holes (for the inpainter)"). Off by default, as
-    # every inpainter before 3.3 was trained.
-    critic_known_only: bool = False
     # bf16 autocast for the networks' forward passes. None: where the device computes bf16
     # natively (`qmask.model.supports_bf16`; on this 2-core EPYC an inpainter step takes 1.36 s
     # instead of 2.26 s at the same losses); elsewhere autocast is slower than fp32.
@@ -115,17 +98,33 @@ class TrainConfig:
     ema_decay: float | None = None
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    # Inpainter only.
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
     @classmethod
     def from_yaml(cls, path: Path, overrides: dict | None = None) -> TrainConfig:
+        """The config in the YAML file at `path` with `overrides`: a key replaces that field (a
+        whole section, given a dict), a dotted key (`data.colour_jitter`) one field of a section."""
         raw = yaml.safe_load(Path(path).read_text()) or {}
-        raw.update(overrides or {})
+        for key, value in (overrides or {}).items():
+            *sections, name = key.split(".")
+            target = raw
+            for section in sections:
+                if target.get(section) is None:
+                    target[section] = {}
+                target = target[section]
+                if not isinstance(target, dict):
+                    raise ValueError(f"unknown key {key}: {section} is not a section")
+            target[name] = value
         if raw.get("network") is not None:
             raw["network"] = config_from_dict(UNetConfig, raw["network"], "network")
         if "data" in raw:
             raw["data"] = DataConfig.from_dict(raw["data"])
         if "loss" in raw:
             raw["loss"] = config_from_dict(LossConfig, raw["loss"], "loss")
+        if "discriminator" in raw:
+            critic = raw["discriminator"]
+            raw["discriminator"] = config_from_dict(DiscriminatorConfig, critic, "discriminator")
         if "betas" in raw:
             raw["betas"] = tuple(raw["betas"])
         return config_from_dict(cls, raw, f"{path}")
@@ -166,10 +165,11 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
 
 def build_step(cfg: TrainConfig) -> SegmenterStep | InpainterStep:
     if cfg.stage == "segmenter":
-        if cfg.discriminator_warmup or cfg.discriminator_from:
+        critic = cfg.discriminator
+        if critic.warmup or critic.init_from or critic.known_only:
             raise ValueError(
-                "discriminator_warmup and discriminator_from are for the inpainter: the segmenter has no "
-                "discriminator"
+                "discriminator.warmup, .init_from and .known_only are for the inpainter: the segmenter has "
+                "no discriminator"
             )
         return SegmenterStep(cfg.network_config, cfg.loss)
     if cfg.stage == "inpainter":
@@ -177,11 +177,10 @@ def build_step(cfg: TrainConfig) -> SegmenterStep | InpainterStep:
         return InpainterStep(
             cfg.network_config,
             cfg.loss,
-            discriminator_channels=cfg.discriminator_channels,
+            cfg.discriminator,
             seed=cfg.seed,
             vgg_weights=vgg,
             erase_outside_photo=cfg.erase_outside_photo,
-            critic_known_only=cfg.critic_known_only,
         )
     raise ValueError(f"unknown stage {cfg.stage!r}: segmenter or inpainter")
 
@@ -328,17 +327,18 @@ def train(cfg: TrainConfig) -> Path:
         networks[cfg.stage].load_state_dict(shipped_state)
         if main_process:
             print(f"initialised the {cfg.stage} from {cfg.init_from}")
-    if cfg.discriminator_from and not ckpt_path.exists():
-        state = torch.load(cfg.discriminator_from, map_location="cpu", weights_only=True)
+    critic_from = cfg.discriminator.init_from
+    if critic_from and not ckpt_path.exists():
+        state = torch.load(critic_from, map_location="cpu", weights_only=True)
         try:
             networks["discriminator"].load_state_dict({k: v.float() for k, v in state.items()})
         except RuntimeError as error:
             raise ValueError(
-                f"discriminator_from {cfg.discriminator_from} does not fit a discriminator of "
-                f"{cfg.discriminator_channels} channels: {str(error).splitlines()[-1].strip()}"
+                f"discriminator.init_from {critic_from} does not fit a discriminator of "
+                f"{cfg.discriminator.channels} channels: {str(error).splitlines()[-1].strip()}"
             ) from None
         if main_process:
-            print(f"initialised the discriminator from {cfg.discriminator_from}")
+            print(f"initialised the discriminator from {critic_from}")
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         for name in networks:
@@ -408,7 +408,7 @@ def train(cfg: TrainConfig) -> Path:
             for group in opt.param_groups:
                 group["lr"] = lr
         batch = {k: _channels_last(v.to(device, non_blocking=True)) for k, v in batch.items()}
-        frozen = {"generator_frozen": True} if step < cfg.discriminator_warmup else {}
+        frozen = {"generator_frozen": True} if step < cfg.discriminator.warmup else {}
         metrics = step_fn(batch, ddp_networks, optimizers, autocast, **frozen)
         if ema is not None:
             update_average(ema, networks[cfg.stage], cfg.ema_decay)
@@ -450,7 +450,7 @@ def train(cfg: TrainConfig) -> Path:
             }
         }
         save_networks(exported, {cfg.stage: (ema if ema is not None else networks[cfg.stage]).cpu()}, meta)
-        if "discriminator" in networks:  # for a later fine-tune's `discriminator_from`
+        if "discriminator" in networks:  # for a later fine-tune's `discriminator.init_from`
             critic = networks["discriminator"].cpu().state_dict()
             torch.save(
                 {k: v.half() if v.is_floating_point() else v for k, v in critic.items()},
@@ -475,7 +475,7 @@ def main() -> None:
         action="extend",  # `--set a=1 --set b=2` keeps both (the last alone would win otherwise)
         default=[],
         metavar="KEY=VALUE",
-        help="override top-level fields, e.g. --set steps=20 out_dir=runs/smoke",
+        help="override fields, a section's with a dotted key, e.g. --set steps=20 data.colour_jitter=0.5",
     )
     args = parser.parse_args()
     malformed = [item for item in args.set if "=" not in item]
