@@ -170,7 +170,7 @@ def test_init_from_starts_with_the_shipped_weights(tmp_path, tiny_pack, capsys):
     assert convs and all(torch.equal(before[k], after[k]) for k in convs)
 
 
-def test_discriminator_warmup_trains_the_discriminator_alone_first(tmp_path, tiny_pack):
+def test_the_discriminators_warmup_trains_it_alone_first(tmp_path, tiny_pack):
     shipped = train(tiny_config(tmp_path / "first", tiny_pack, steps=1))
     out = tmp_path / "fine"
     fine = {"lr": 0.01, "init_from": str(shipped), "discriminator.warmup": 2}
