@@ -54,8 +54,9 @@ class DiscriminatorConfig:
     come from (the segmenter has none)."""
 
     channels: int = 64
-    # For this many steps only the discriminator learns. A fine-tune (init_from) starts with a fresh
-    # discriminator, whose first verdicts are noise; the generator should not chase them.
+    # For this many steps only the discriminator learns. A fine-tune (`TrainConfig.init_from`)
+    # without `init_from` below starts with a fresh discriminator, whose first verdicts are noise;
+    # the generator should not chase them.
     warmup: int = 0
     # The weights to start from (the `discriminator.pt` a run writes beside its inpainter), with the
     # same `channels`; None: a fresh one. Run folders do not outlive a machine, so without it every
