@@ -120,11 +120,9 @@ class TrainConfig:
             raw["network"] = config_from_dict(UNetConfig, raw["network"], "network")
         if "data" in raw:
             raw["data"] = DataConfig.from_dict(raw["data"])
-        if "loss" in raw:
-            raw["loss"] = config_from_dict(LossConfig, raw["loss"], "loss")
-        if "discriminator" in raw:
-            critic = raw["discriminator"]
-            raw["discriminator"] = config_from_dict(DiscriminatorConfig, critic, "discriminator")
+        for section, config in (("loss", LossConfig), ("discriminator", DiscriminatorConfig)):
+            if section in raw:
+                raw[section] = config_from_dict(config, raw[section], section)
         if "betas" in raw:
             raw["betas"] = tuple(raw["betas"])
         return config_from_dict(cls, raw, f"{path}")
