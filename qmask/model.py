@@ -287,13 +287,20 @@ def run_inpainter(
     """
     x = images_to_tensor(crops, device)
     hole = torch.from_numpy(np.array(holes, dtype=np.float32)).to(device)[:, None]
-    if mirror_average:
-        x, hole = torch.cat([x, x.flip(-1)]), torch.cat([hole, hole.flip(-1)])
     with bf16_autocast(device, bf16):
-        face = inpainter(x, hole).float()
-    if mirror_average:
-        face = (face[: len(crops)] + face[len(crops) :].flip(-1)) / 2
+        face = paint(inpainter, x, hole, mirror_average)
     return tensor_to_images(face)
+
+
+def paint(inpainter: nn.Module, x: torch.Tensor, hole: torch.Tensor, mirror_average: bool) -> torch.Tensor:
+    """The faces (N, 3, H, W, float32) the inpainter paints for crops `x` and `hole`s (Inpainter's
+    tensors); with `mirror_average`, the mean of the faces painted for the crops and for their mirror images
+    (mirrored back), in one call of the network (a DistributedDataParallel module allows one per
+    step). The pipeline shows this average, and training may score it (`LossConfig.mirror_average`)."""
+    if not mirror_average:
+        return inpainter(x, hole).float()
+    face = inpainter(torch.cat([x, x.flip(-1)]), torch.cat([hole, hole.flip(-1)])).float()
+    return (face[: len(x)] + face[len(x) :].flip(-1)) / 2
 
 
 def fuse_batchnorm(module: nn.Module) -> nn.Module:

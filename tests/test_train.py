@@ -366,6 +366,26 @@ def test_with_known_only_the_critic_never_sees_the_mirrored_surroundings(tiny_pa
             assert losses[0]["gan"] == pytest.approx(losses[1]["gan"], abs=1e-6)
 
 
+def test_with_mirror_average_the_losses_score_the_mean_of_the_two_passes_the_pipeline_shows(tiny_pack):
+    cfg = tiny_config(Path("unused"), tiny_pack)
+    cfg = replace(cfg, loss=replace(cfg.loss, mirror_average=True))
+    dataset = build_dataset(cfg)
+    items = [dataset[i] for i in range(2)]
+    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    step = build_step(cfg)
+    generator = step.networks["inpainter"].eval()  # running BatchNorm statistics: passes comparable
+    optimizers = {n: torch.optim.SGD(m.parameters(), lr=0.0) for n, m in step.networks.items()}
+    step(batch, step.networks, optimizers, torch.autocast("cpu", enabled=False))
+    image, erased = batch["image"], step.last["condition"][:, 3:]
+    with torch.no_grad():
+        crop_pass = generator(image, erased)
+        mirror_pass = generator(image.flip(-1), erased.flip(-1)).flip(-1)
+    painted = (batch["hole"] > 0.5).float() * batch["known"]
+    composite = step.last["composite"]
+    assert torch.allclose(composite, image + painted * ((crop_pass + mirror_pass) / 2 - image), atol=1e-5)
+    assert not torch.allclose(composite, image + painted * (crop_pass - image), atol=1e-3)
+
+
 def test_a_tight_frame_erases_past_the_cut_and_still_scores_the_hole_there(tiny_pack):
     cfg = tiny_config(Path("unused"), tiny_pack)
     cfg = replace(cfg, erase_outside_photo=True, data=replace(cfg.data, tight_frame=1.0, flip=False))
