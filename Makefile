@@ -66,7 +66,7 @@ bench-video: setup
 reliability: setup
 	$(BIN)/python -m benchmarks.reliability
 
-# Training and measurement jobs: separate from the tests, their results are recorded in README.
+# Training and measurement jobs: separate from the tests, their results are recorded in docs/results.md.
 landmarks: setup
 	$(BIN)/python -m training.landmarks $(DATA)/train/utkface cache/utkface.npz
 	$(BIN)/python -m training.landmarks $(DATA)/eval/lfw cache/lfw.npz
@@ -84,7 +84,7 @@ gpu-pack: setup
 	$(BIN)/python -m training.pack $(DATA)/train/utkface cache/utkface.npz cache/gpu/pack.npz --max-mib $(GPU_PACK_MIB)
 	$(BIN)/python -m training.perceptual cache/gpu/vgg16_relu3.npz
 
-# Model 2.0's recipe on this 2-core machine (2.1 fine-tunes its segmenter, 2.2 its inpainter: README, "Training of model 2.1" and "2.2"):
+# Model 2.0's recipe on this 2-core machine (2.1 fine-tunes its segmenter, 2.2 its inpainter: docs/results.md, "Training of model 2.1" and "2.2"):
 # the segmenter and the inpainter side by side, one core each
 # (the inpainter starts from model 1.1's generator, see training/convert_v1.py), then joined. The
 # mask renderer has grown since 2.0, so the segmenter sees more styles than 2.0's did.

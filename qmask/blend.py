@@ -40,7 +40,7 @@ class BlendConfig:
     # falls to 0 over `feather_px` so no seam shows. The inpainter sees the feather's pixels and
     # continues them, so 2 px hides the seam as well as 4 did (looked at on the real photos, the
     # largest 563 px) and paints less of the skin the photo had: frozen bench +0.05 dB, LPIPS
-    # -0.0008 with model 3.1 (README, Results).
+    # -0.0008 with model 3.1 (docs/results.md, "Frozen benchmark").
     grow_px: float = 5.0
     feather_px: float = 2.0
     # Where the face's mesh is known, every row of the region from this far down between the eyes

@@ -56,7 +56,7 @@ class PipelineConfig:
     mirror_inpaint: bool = True
     # Both networks in bf16 autocast. None: where the device computes bf16 natively
     # (`qmask.model.supports_bf16`), where it is faster than fp32; on the frozen benchmark it cost
-    # 0.02 dB PSNR and no LPIPS (README, "Speed").
+    # 0.02 dB PSNR and no LPIPS (docs/results.md, "Speed").
     bf16: bool | None = None
     batch_size: int = 16
 

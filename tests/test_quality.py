@@ -1,6 +1,6 @@
 """A floor under the shipped weights: three frozen-benchmark photos through the whole pipeline stay
 above a pinned PSNR and below a pinned LPIPS, so a bad weights commit fails CI. The pins sit a
-margin under what the shipped model measured (README, "Results"); retrain, measure, then move them."""
+margin under what the shipped model measured (docs/results.md); retrain, measure, then move them."""
 
 from __future__ import annotations
 

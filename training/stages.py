@@ -75,8 +75,8 @@ class DiscriminatorConfig:
     # halved, frozen bench LPIPS 0.0979 to 0.0935 but PSNR 24.85 to 24.63; 75 minutes with twice the
     # low-pass L1 (cpu_inpainter_critic_lowpass.yaml): 24.70, LPIPS 0.0927; with the critic's losses
     # at half weight, 30 minutes beat 3.2 on all five (24.96, LPIPS 0.0969; cpu_inpainter_3.3.yaml,
-    # model 3.3; README, "Holes (for the inpainter)"). Off by default, as every inpainter before 3.3
-    # was trained.
+    # model 3.3; docs/results.md, "The inpainter's stripes"). Off by default, as every inpainter
+    # before 3.3 was trained.
     known_only: bool = False
 
 
