@@ -49,7 +49,9 @@ class LossConfig:
     # Score the mean of the faces painted for the crop and for its mirror image, which is what the
     # pipeline shows (`PipelineConfig.mirror_inpaint`), instead of one pass: each pass is otherwise
     # trained to be a whole sharp face, and the mean of two differing sharp faces is softer than
-    # either. Twice the generator's cost per step (a third more per step on this 2-core CPU).
+    # either. Twice the generator's cost per step (a third more per step on this 2-core CPU). From
+    # 3.5 with its recipe it moved along the PSNR/LPIPS front toward LPIPS (87 minutes: 24.94 / LPIPS
+    # 0.0947 against 25.03 / 0.0960; cpu_inpainter_mirror_average.yaml, docs/results.md).
     mirror_average: bool = False
 
 
