@@ -51,6 +51,13 @@ def read_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
+def first_batch(cfg: TrainConfig, size: int = 2) -> dict[str, torch.Tensor]:
+    """The first `size` training items of `cfg`'s dataset, stacked as the loader would."""
+    dataset = build_dataset(cfg)
+    items = [dataset[i] for i in range(size)]
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
 def test_the_pack_holds_the_photos_and_meshes_and_leaves_out_the_heldout_slice(tiny_pack):
     pack = FacePack.load(tiny_pack)
     with np.load(tiny_pack.parent / "landmarks.npz") as cached:
@@ -323,9 +330,7 @@ def test_the_gpu_script_trains_and_exports_on_the_cpu_too(tmp_path, tiny_pack):
 
 def test_with_erase_outside_photo_the_inpainter_never_sees_the_mirrored_surroundings(tiny_pack):
     cfg = tiny_config(Path("unused"), tiny_pack)
-    dataset = build_dataset(cfg)
-    items = [dataset[i] for i in range(2)]
-    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    batch = first_batch(cfg)
     outside = batch["inside"] < 0.5
     assert outside.any() and (outside & (batch["hole"] < 0.5)).any()  # mirror beside the hole
     changed = dict(batch, image=torch.where(outside, -batch["image"], batch["image"]))
@@ -348,9 +353,7 @@ def test_with_known_only_the_critic_never_sees_the_mirrored_surroundings(tiny_pa
     # to paint stripes along it. With `discriminator.known_only`, changing the mirrored pixels changes
     # neither network's critic losses; without it, they do.
     cfg = replace(tiny_config(Path("unused"), tiny_pack), erase_outside_photo=True)
-    dataset = build_dataset(cfg)
-    items = [dataset[i] for i in range(2)]
-    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    batch = first_batch(cfg)
     mirrored = batch["known"] < 0.5
     assert mirrored.any()
     changed = dict(batch, image=torch.where(mirrored, -batch["image"], batch["image"]))
@@ -369,9 +372,7 @@ def test_with_known_only_the_critic_never_sees_the_mirrored_surroundings(tiny_pa
 def test_with_mirror_average_the_losses_score_the_mean_of_the_two_passes_the_pipeline_shows(tiny_pack):
     cfg = tiny_config(Path("unused"), tiny_pack)
     cfg = replace(cfg, loss=replace(cfg.loss, mirror_average=True))
-    dataset = build_dataset(cfg)
-    items = [dataset[i] for i in range(2)]
-    batch = {k: torch.stack([item[k] for item in items]) for k in items[0]}
+    batch = first_batch(cfg)
     step = build_step(cfg)
     generator = step.networks["inpainter"].eval()  # running BatchNorm statistics: passes comparable
     optimizers = {n: torch.optim.SGD(m.parameters(), lr=0.0) for n, m in step.networks.items()}
