@@ -74,10 +74,13 @@ def training_section(meta: dict) -> list[str]:
                 if loss.get("l1_lowpass")
                 else ""
             )
+            # `LossConfig.mirror_average`; records older than the option lack the key.
+            mirrored = loss.get("mirror_average")
+            scored = ", scored on the mean of the crop's and its mirror's faces" if mirrored else ""
             lines.append(
                 f"  Losses: L1 in the hole {loss.get('l1')}{lowpass}, outside it {loss.get('l1_valid')}, "
                 f"VGG16 perceptual {loss.get('perceptual')}, LSGAN {loss.get('gan')}, feature matching "
-                f"{loss.get('feature_matching')}; holes {data.get('holes')}{_pair_changes(data)}."
+                f"{loss.get('feature_matching')}{scored}; holes {data.get('holes')}{_pair_changes(data)}."
             )
     lines += [
         "",
