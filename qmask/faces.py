@@ -180,20 +180,24 @@ class FaceDetector:
     def _cut_by_frame(self, rgb: np.ndarray, pad_share: float) -> list[Face]:
         """Faces found on the photo with a black border `pad_share` of its long side wide that reach
         past the photo's edge (`DetectorConfig.frame_cut_min_share`), in the photo's coordinates."""
+
+        def framed(small: np.ndarray) -> list[Face]:
+            pad = round(pad_share * max(small.shape[:2]))
+            border = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            faces = self._run_blazeface(border) + self._run_yunet(border)
+            for face in faces:
+                face.box = tuple(v - pad for v in face.box)
+                face.eyes = face.eyes - pad
+            return faces
+
+        # Downscaled before the border is added: a large photo is never copied at full size.
+        found = _at_most(rgb, round(self.config.frame_cut_max_side / (1 + 2 * pad_share)), framed)
         h, w = rgb.shape[:2]
-        pad = round(pad_share * max(h, w))
-        framed = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-        found = _at_most(
-            framed,
-            self.config.frame_cut_max_side,
-            lambda small: self._run_blazeface(small) + self._run_yunet(small),
-        )
         cut = []
         for face in found:
-            x0, y0, x1, y1 = (v - pad for v in face.box)
+            x0, y0, x1, y1 = face.box
             past = self.config.frame_cut_min_share * (x1 - x0)
             if x0 < -past or y0 < -past or x1 > w + past or y1 > h + past:
-                face.box, face.eyes = (x0, y0, x1, y1), face.eyes - pad
                 cut.append(face)
         return cut
 
