@@ -1,6 +1,6 @@
 """The shipped model on one small real example of each failure class that real photos showed: a dark
-mask, a face turned to the side, mask sides at the cheeks, a bare face beside masked ones. (Small
-faces of a group photo: tests/test_faces.py.) A remnant is measured as the share of the lower face
+mask, a face turned to the side, mask sides at the cheeks, a face cut by the photo's edge, a bare
+face beside masked ones. (Small faces of a group photo: tests/test_faces.py.) A remnant is measured as the share of the lower face
 that still has the mask's colour; the thresholds sit well clear of what the model measured
 (docs/results.md)."""
 
@@ -63,6 +63,19 @@ def test_the_mask_of_a_hard_real_face_is_gone(pipeline, name, remnant, before_at
     before, after = remnant(lower_face(photo, face)), remnant(lower_face(result.image, face))
     assert before >= before_at_least  # the measure sees the mask
     assert after <= after_at_most, f"{after:.3f} of the lower face still looks like the mask"
+
+
+def test_a_masked_face_cut_in_half_by_the_photos_edge_is_unmasked(pipeline):
+    """140: the second nurse, whose respirator's black filter the photo's left edge cuts, is found
+    in the black frame (`DetectorConfig.frame_cut_pad`) and edited: 0.35 of her lower face is the
+    filter's black before, 0.085 after."""
+    photo = load_rgb(REAL_MASKED / "140.png")
+    result = pipeline.unmask_array(photo)
+    assert len(result.faces) == 2 and all(face.edited for face in result.faces)
+    cut = min(result.faces, key=lambda face: face.box[0])
+    assert cut.box[0] == 0
+    assert dark_share(lower_face(photo, cut)) >= 0.3
+    assert dark_share(lower_face(result.image, cut)) <= 0.15
 
 
 def test_a_bare_face_beside_masked_ones_is_left_alone_and_untouched(pipeline):
