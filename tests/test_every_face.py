@@ -1,8 +1,8 @@
 """The shipped model on one small real example of each failure class that real photos showed: a dark
 mask, a face turned to the side, mask sides at the cheeks, a face cut by the photo's edge, a bare
-face beside masked ones. (Small faces of a group photo: tests/test_faces.py.) A remnant is measured as the share of the lower face
-that still has the mask's colour; the thresholds sit well clear of what the model measured
-(docs/results.md)."""
+face beside masked ones. (Small faces of a group photo: tests/test_faces.py.) A remnant is measured
+as the share of the lower face that still has the mask's colour; the thresholds sit well clear of
+what the model measured (docs/results.md)."""
 
 from __future__ import annotations
 
