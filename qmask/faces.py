@@ -1,7 +1,7 @@
 """Face detection with keypoints that a mask does not hide.
 
 Two detectors run on the whole photo and their boxes are merged: MediaPipe's BlazeFace (short
-range) finds most masked faces, YuNet catches small ones it misses; both look again at the photo
+range) finds most masked faces, YuNet catches small ones it misses, and looks again at the photo
 in a black frame for faces cut in half by its edge. Each face is then cropped at
 `crop_scale` times its box and MediaPipe's FaceLandmarker fits a 478-point mesh to the crop; the
 mesh stays plausible under a mask, and its eye corners give the alignment (eyes are never masked).
@@ -36,16 +36,16 @@ class DetectorConfig:
     # the small faces of a group photo are too small after downscaling to `detect_max_side`. Off by
     # default: on this 2-core CPU a 2560 px pass adds about a second to a 12 MP photo (`--small-faces`).
     small_faces_max_side: int | None = None
-    # The detectors also look at a copy of the photo with a black border this share of its long
-    # side wide (None: not), and keep the faces there that reach past the photo's edge by at least
-    # `frame_cut_min_share` of their width: a face cut in half by the frame (a second person at the
-    # photo's side) is missed without the room to see its shape. On the real masked photos it finds
-    # one such face and changes no other; no bare truth of the frozen bench gets edited. The framed
-    # copy is seen at most `frame_cut_max_side` long (a face cut by the frame is a large one), so
-    # the look costs about 5 ms on a small photo and 7 ms on a 1280 px one (this 2-core CPU).
+    # YuNet also looks at a copy of the photo with a black border this share of its long side wide
+    # (None: not), and the faces there that reach past the photo's edge by at least
+    # `frame_cut_min_share` of their width are kept: a face cut in half by the frame (a second person
+    # at the photo's side) is missed without the room to see its shape (BlazeFace misses it even
+    # then). On the real masked photos it finds one such face and changes no other; no bare truth of
+    # the frozen bench gets edited. The framed copy is seen at most `frame_cut_max_side` long (a face
+    # cut by the frame is a large one): 5 to 10 ms more a photo, 1 MP or 12 MP, on this 2-core CPU.
     frame_cut_pad: float | None = 0.2
     frame_cut_min_share: float = 0.15
-    frame_cut_max_side: int = 640
+    frame_cut_max_side: int = 480
     merge_iou: float = 0.3
     crop_scale: float = 1.8
     mesh_crop_size: int = 256
@@ -135,12 +135,10 @@ class FaceDetector:
         found = _at_most(
             rgb,
             self.config.detect_max_side,
-            lambda small: self._run_blazeface(small) + self._run_yunet(small),
+            lambda small: self._run_blazeface(small) + self._run_yunet(small) + self._cut_by_frame(small),
         )
         if max(h, w) > self.config.detect_max_side and self.config.small_faces_max_side:
             found += _at_most(rgb, self.config.small_faces_max_side, self._run_yunet)
-        if self.config.frame_cut_pad:
-            found += self._cut_by_frame(rgb, self.config.frame_cut_pad)
         faces = [f for f in self._merge(found) if f.size >= self.config.min_face_size]
         for face in faces:
             face.mesh = self.fit_mesh(rgb, face.box)
@@ -177,20 +175,24 @@ class FaceDetector:
                 return mesh
         return None
 
-    def _cut_by_frame(self, rgb: np.ndarray, pad_share: float) -> list[Face]:
-        """Faces found on the photo with a black border `pad_share` of its long side wide that reach
-        past the photo's edge (`DetectorConfig.frame_cut_min_share`), in the photo's coordinates."""
+    def _cut_by_frame(self, rgb: np.ndarray) -> list[Face]:
+        """Faces found on the photo with a black border (`DetectorConfig.frame_cut_pad` of its long
+        side wide) that reach past the photo's edge (`frame_cut_min_share`), in its coordinates."""
+        pad_share = self.config.frame_cut_pad
+        if not pad_share:
+            return []
 
         def framed(small: np.ndarray) -> list[Face]:
             pad = round(pad_share * max(small.shape[:2]))
             border = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-            faces = self._run_blazeface(border) + self._run_yunet(border)
+            faces = self._run_yunet(border)
             for face in faces:
                 face.box = tuple(v - pad for v in face.box)
                 face.eyes = face.eyes - pad
             return faces
 
-        # Downscaled before the border is added: a large photo is never copied at full size.
+        # Downscaled before the border is added (from the detectors' copy of the photo, at most
+        # `detect_max_side` long): a large photo is never copied or resized at full size again.
         found = _at_most(rgb, round(self.config.frame_cut_max_side / (1 + 2 * pad_share)), framed)
         h, w = rgb.shape[:2]
         cut = []
