@@ -51,17 +51,16 @@ def test_small_faces_of_a_large_group_photo_are_found_with_the_extra_pass():
     assert all(60 < f.size < 120 for f in found)
 
 
-def test_a_masked_face_cut_in_half_by_the_photos_edge_is_found_in_the_black_frame():
+def test_a_masked_face_cut_in_half_by_the_photos_edge_is_found_in_the_black_frame(detector):
     """140: a nurse in a respirator beside a second one whose face the photo's left edge cuts at the
     nose; both detectors miss the second without room around the photo to see its shape."""
     from qmask.faces import DetectorConfig, FaceDetector
     from tests.conftest import REAL_MASKED
 
     rgb = load_rgb(REAL_MASKED / "140.png")
-    with FaceDetector() as detector:
-        framed = detector.detect(rgb)
-    with FaceDetector(DetectorConfig(frame_cut_pad=None)) as detector:
-        unframed = detector.detect(rgb)
+    framed = detector.detect(rgb)
+    with FaceDetector(DetectorConfig(frame_cut_pad=None)) as unframed_detector:
+        unframed = unframed_detector.detect(rgb)
     assert len(unframed) == 1 and len(framed) == 2
     cut = min(framed, key=lambda f: f.box[0])
     assert cut.box[0] == 0 and cut.box[2] < rgb.shape[1] / 2  # clipped to the photo, on its left
