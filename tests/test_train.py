@@ -527,6 +527,22 @@ def test_the_lowpass_l1_sees_colour_offsets_in_the_painted_area_but_not_detail()
     assert lowpass_l1(elsewhere, image, painted, 8).item() == pytest.approx(0, abs=1e-6)
 
 
+def test_the_squared_lowpass_error_weighs_one_square_far_off_more_than_many_a_little():
+    image = torch.zeros(1, 3, 32, 32)
+    painted = torch.zeros(1, 1, 32, 32)
+    painted[..., 0:16, 0:32] = 1  # eight 8 px squares
+    assert lowpass_l1(image, image, painted, 8, power=2).item() == 0
+    everywhere = image + painted * 0.1
+    one_square = image.clone()
+    one_square[..., 0:8, 0:8] = 0.8
+    # The same L1 (0.1 on average) ...
+    assert lowpass_l1(everywhere, image, painted, 8).item() == pytest.approx(0.1, abs=1e-6)
+    assert lowpass_l1(one_square, image, painted, 8).item() == pytest.approx(0.1, abs=1e-6)
+    # ... but eight times the squared error where it is all in one square.
+    assert lowpass_l1(everywhere, image, painted, 8, power=2).item() == pytest.approx(0.01, abs=1e-6)
+    assert lowpass_l1(one_square, image, painted, 8, power=2).item() == pytest.approx(0.08, abs=1e-6)
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_committed_config_loads(path: Path) -> None:
     """The configs are the record of how each model and experiment was trained: each must still

@@ -74,6 +74,9 @@ def training_section(meta: dict) -> list[str]:
                 if loss.get("l1_lowpass")
                 else ""
             )
+            # `LossConfig.l2_lowpass`; records older than the option lack the key.
+            if loss.get("l2_lowpass"):
+                lowpass += f", their squared error {loss['l2_lowpass']}"
             # `LossConfig.mirror_average`; records older than the option lack the key.
             mirrored = loss.get("mirror_average")
             scored = ", scored on the mean of the crop's and its mirror's faces" if mirrored else ""

@@ -43,6 +43,10 @@ class LossConfig:
     # detail that the perceptual and adversarial terms are there to paint.
     l1_lowpass: float = 0.0
     lowpass_px: int = 8
+    # The same square averages' squared error (0: off). PSNR is a squared error: one square painted
+    # far off (a dark moustache, a mouth shaded wrong) costs it more than many a little off, which
+    # the L1 above weighs alike.
+    l2_lowpass: float = 0.0
     perceptual: float = 10.0
     gan: float = 1.0
     feature_matching: float = 10.0
@@ -89,13 +93,14 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def lowpass_l1(
-    composite: torch.Tensor, image: torch.Tensor, painted: torch.Tensor, size: int
+    composite: torch.Tensor, image: torch.Tensor, painted: torch.Tensor, size: int, power: int = 1
 ) -> torch.Tensor:
-    """Mean L1 of `size`-pixel square averages of composite and truth (N, 3, H, W), over the squares
-    the painted area (N, 1, H, W) touches, weighted by how much of each it covers: detail that
-    averages out within a square costs nothing, a colour or shading offset costs its size."""
+    """Mean L1 (`power` 2: squared error) of `size`-pixel square averages of composite and truth
+    (N, 3, H, W), over the squares the painted area (N, 1, H, W) touches, weighted by how much of
+    each it covers: detail that averages out within a square costs nothing, a colour or shading
+    offset costs its size."""
     weight = F.avg_pool2d(painted, size)
-    error = (F.avg_pool2d(composite, size) - F.avg_pool2d(image, size)).abs()
+    error = (F.avg_pool2d(composite, size) - F.avg_pool2d(image, size)).abs() ** power
     return (error * weight).sum() / (3 * weight.sum()).clamp_min(1e-6)
 
 
@@ -259,6 +264,7 @@ class InpainterStep:
         valid = inside * (1 - hole)
         l1_valid = (error * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
         l1_lowpass = lowpass_l1(composite, image, painted, self.loss.lowpass_px)
+        l2_lowpass = lowpass_l1(composite, image, painted, self.loss.lowpass_px, power=2)
         rows, cols = self._perceptual_window()
         with autocast:
             perceptual = self.perceptual(composite[..., rows, cols], image[..., rows, cols]).float()
@@ -267,6 +273,7 @@ class InpainterStep:
             cfg.l1 * l1
             + cfg.l1_valid * l1_valid
             + cfg.l1_lowpass * l1_lowpass
+            + cfg.l2_lowpass * l2_lowpass
             + cfg.perceptual * perceptual
             + cfg.gan * gan
             + cfg.feature_matching * matching
@@ -279,6 +286,7 @@ class InpainterStep:
             "l1": l1.item(),
             "l1_valid": l1_valid.item(),
             "l1_lowpass": l1_lowpass.item(),
+            "l2_lowpass": l2_lowpass.item(),
             "perceptual": perceptual.item(),
             "gan": gan.item(),
             "feature_matching": matching.item(),
