@@ -20,7 +20,7 @@ from tests.conftest import DATA, REPO, TINY_SEGMENTER, UTKFACE
 from training.export import export, read_stage
 from training.landmarks import compute_landmarks, list_images
 from training.pack import FacePack, build_pack, is_heldout
-from training.stages import lowpass_l1
+from training.stages import lowpass_errors
 from training.train import TrainConfig, build_dataset, build_step, learning_rate, train
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
@@ -515,32 +515,35 @@ def test_the_lowpass_l1_sees_colour_offsets_in_the_painted_area_but_not_detail()
     image = torch.rand(2, 3, 32, 32) * 2 - 1
     painted = torch.zeros(2, 1, 32, 32)
     painted[..., 8:24, 8:24] = 1
-    assert lowpass_l1(image, image, painted, 8).item() == 0
+
+    def l1(composite):
+        return lowpass_errors(composite, image, painted, 8)[0].item()
+
+    assert l1(image) == 0
     # A checkerboard averages out within every 8 px square; a shift of 0.2 does not.
     checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 0.4 - 0.2
-    detail = image + painted * checker
-    assert lowpass_l1(detail, image, painted, 8).item() == pytest.approx(0, abs=1e-6)
-    shifted = image + painted * 0.2
-    assert lowpass_l1(shifted, image, painted, 8).item() == pytest.approx(0.2, abs=1e-5)
+    assert l1(image + painted * checker) == pytest.approx(0, abs=1e-6)
+    assert l1(image + painted * 0.2) == pytest.approx(0.2, abs=1e-5)
     # Outside the painted area nothing counts.
-    elsewhere = image + (1 - painted) * 0.5
-    assert lowpass_l1(elsewhere, image, painted, 8).item() == pytest.approx(0, abs=1e-6)
+    assert l1(image + (1 - painted) * 0.5) == pytest.approx(0, abs=1e-6)
 
 
 def test_the_squared_lowpass_error_weighs_one_square_far_off_more_than_many_a_little():
     image = torch.zeros(1, 3, 32, 32)
     painted = torch.zeros(1, 1, 32, 32)
     painted[..., 0:16, 0:32] = 1  # eight 8 px squares
-    assert lowpass_l1(image, image, painted, 8, power=2).item() == 0
+    assert [e.item() for e in lowpass_errors(image, image, painted, 8)] == [0, 0]
     everywhere = image + painted * 0.1
     one_square = image.clone()
     one_square[..., 0:8, 0:8] = 0.8
+    spread_l1, spread_squared = (e.item() for e in lowpass_errors(everywhere, image, painted, 8))
+    one_l1, one_squared = (e.item() for e in lowpass_errors(one_square, image, painted, 8))
     # The same L1 (0.1 on average) ...
-    assert lowpass_l1(everywhere, image, painted, 8).item() == pytest.approx(0.1, abs=1e-6)
-    assert lowpass_l1(one_square, image, painted, 8).item() == pytest.approx(0.1, abs=1e-6)
+    assert spread_l1 == pytest.approx(0.1, abs=1e-6)
+    assert one_l1 == pytest.approx(0.1, abs=1e-6)
     # ... but eight times the squared error where it is all in one square.
-    assert lowpass_l1(everywhere, image, painted, 8, power=2).item() == pytest.approx(0.01, abs=1e-6)
-    assert lowpass_l1(one_square, image, painted, 8, power=2).item() == pytest.approx(0.08, abs=1e-6)
+    assert spread_squared == pytest.approx(0.01, abs=1e-6)
+    assert one_squared == pytest.approx(0.08, abs=1e-6)
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name)

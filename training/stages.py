@@ -92,16 +92,17 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - (2 * inter + 1) / (prob.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)).mean()
 
 
-def lowpass_l1(
-    composite: torch.Tensor, image: torch.Tensor, painted: torch.Tensor, size: int, power: int = 1
-) -> torch.Tensor:
-    """Mean L1 (`power` 2: squared error) of `size`-pixel square averages of composite and truth
+def lowpass_errors(
+    composite: torch.Tensor, image: torch.Tensor, painted: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean L1 and mean squared error of `size`-pixel square averages of composite and truth
     (N, 3, H, W), over the squares the painted area (N, 1, H, W) touches, weighted by how much of
     each it covers: detail that averages out within a square costs nothing, a colour or shading
     offset costs its size."""
     weight = F.avg_pool2d(painted, size)
-    error = (F.avg_pool2d(composite, size) - F.avg_pool2d(image, size)).abs() ** power
-    return (error * weight).sum() / (3 * weight.sum()).clamp_min(1e-6)
+    error = (F.avg_pool2d(composite, size) - F.avg_pool2d(image, size)).abs()
+    total = (3 * weight.sum()).clamp_min(1e-6)
+    return (error * weight).sum() / total, (error.square() * weight).sum() / total
 
 
 def _grid(rows: list[list[np.ndarray]]) -> np.ndarray:
@@ -263,8 +264,7 @@ class InpainterStep:
         l1 = (error * painted).sum() / (3 * painted.sum()).clamp_min(1.0)
         valid = inside * (1 - hole)
         l1_valid = (error * valid).sum() / (3 * valid.sum()).clamp_min(1.0)
-        l1_lowpass = lowpass_l1(composite, image, painted, self.loss.lowpass_px)
-        l2_lowpass = lowpass_l1(composite, image, painted, self.loss.lowpass_px, power=2)
+        l1_lowpass, l2_lowpass = lowpass_errors(composite, image, painted, self.loss.lowpass_px)
         rows, cols = self._perceptual_window()
         with autocast:
             perceptual = self.perceptual(composite[..., rows, cols], image[..., rows, cols]).float()
