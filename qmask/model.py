@@ -338,7 +338,9 @@ class QMaskModel:
         """Whether the inpainter was trained with the crop's mirrored surroundings erased as well
         as the hole (`erase_outside_photo` in its training record): then it must get them so."""
         record = self.meta.get("stages", {}).get("inpainter", {})
-        return bool(record.get("config", {}).get("erase_outside_photo", False))
+        # An averaged inpainter (`training.export` with several runs): its runs agree on it.
+        first_run = record.get("average_of", [record])[0]
+        return bool(first_run.get("config", {}).get("erase_outside_photo", False))
 
 
 def save_networks(path: Path, networks: dict[str, nn.Module], meta: dict | None = None) -> None:

@@ -248,6 +248,35 @@ def test_export_joins_both_stages_into_a_model_the_pipeline_loads(tmp_path, tiny
     assert stages["inpainter"]["config"]["stage"] == "inpainter"
 
 
+def test_export_averages_several_inpainters_by_their_shares_and_the_card_lists_each_run(tmp_path, tiny_pack):
+    from training.model_card import training_section
+
+    first = train(tiny_config(tmp_path / "a", tiny_pack, steps=1, erase_outside_photo=True))
+    second = train(tiny_config(tmp_path / "b", tiny_pack, steps=1, seed=5, erase_outside_photo=True))
+    segmenter = train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1))
+    export(segmenter, [first, second], "9.3", tmp_path / "soup.pt", shares=[3, 1])
+    # The pipeline reads from the record how the inpainter was trained to see its input.
+    assert load_model(tmp_path / "soup.pt").inpainter_erases_outside_photo
+    networks, meta = read_networks(tmp_path / "soup.pt")
+    a, b = (read_networks(path)[0]["inpainter"][1] for path in (first, second))
+    averaged = networks["inpainter"][1]
+    changed = [name for name in a if a[name].is_floating_point() and not torch.equal(a[name], b[name])]
+    assert changed  # the two runs differ, so the average is neither of them
+    for name in changed:
+        # The file keeps half precision: the average within its rounding.
+        assert torch.allclose(averaged[name], 0.75 * a[name] + 0.25 * b[name], atol=2e-3, rtol=2e-3)
+    parts = meta["stages"]["inpainter"]["average_of"]
+    assert [part["share"] for part in parts] == [0.75, 0.25]
+    assert [part["config"]["out_dir"] for part in parts] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    card = "\n".join(training_section(meta))
+    assert "the weights' average of 2 runs" in card and "share 0.75" in card and "share 0.25" in card
+    with pytest.raises(SystemExit, match="as many shares"):
+        export(segmenter, [first, second], "9.4", tmp_path / "bad.pt", shares=[1.0])
+    unerased = train(tiny_config(tmp_path / "c", tiny_pack, steps=1, erase_outside_photo=False))
+    with pytest.raises(SystemExit, match="erase_outside_photo"):
+        export(segmenter, [first, unerased], "9.5", tmp_path / "mixed.pt")
+
+
 def test_segmenter_pairs_flag_the_photo_draw_the_mask_past_its_edges_and_can_be_grey(tiny_pack):
     cfg = tiny_config(Path("unused"), tiny_pack, "segmenter")
     # Scarves reach well under the chin: every one shows past the photo's bottom edge.

@@ -3,11 +3,18 @@
     python -m training.export --segmenter runs/cpu_segmenter/segmenter.pt \
         --inpainter runs/cpu_inpainter/inpainter.pt --version 2.0 -o runs/model-2.0.pt
     python -m training.export --segmenter runs/cpu_segmenter --inpainter runs/cpu_inpainter ...
+    python -m training.export --segmenter qmask/weights/default.pt \
+        --inpainter runs/run_a runs/run_b --shares 0.6 0.4 --version 3.7 -o runs/model-3.7.pt
 
 A stage is a file a run exported, a model file (its stage, e.g. the shipped inpainter beside a
 new segmenter), or a run folder: then its last checkpoint, to measure a run that is still going.
 The file keeps each stage's training record (config, commit, steps, minutes, device) under
 `meta["stages"]`, so a shipped model says what it was trained on and from which code.
+
+Several inpainters (fine-tunes from the same weights) are joined as their weights' average, each
+weighted by its share: such an average can beat both runs on PSNR and LPIPS at once where their
+own points trade one for the other (docs/results.md, Training of model 3.7). Its record is
+`{"average_of": [{"share": ..., <each run's record>}, ...]}`.
 """
 
 from __future__ import annotations
@@ -41,10 +48,42 @@ def read_stage(path: Path, stage: str) -> tuple[torch.nn.Module, dict]:
     return build_network(stage, *found[stage]), record
 
 
-def export(segmenter: Path, inpainter: Path, version: str, out: Path) -> None:
+def average_stage(paths: list[Path], shares: list[float], stage: str) -> tuple[torch.nn.Module, dict]:
+    """The stage's weights averaged over `paths` (each as `read_stage` reads it), weighted by
+    `shares` (normalised to sum to 1); the record lists each one's record with its share."""
+    if len(shares) != len(paths) or min(shares) <= 0:
+        raise SystemExit(f"{len(paths)} {stage} weights need as many shares, all positive; got {shares}")
+    read = [read_stage(path, stage) for path in paths]
+    # The pipeline shows the inpainter its input as its training did (`QMaskModel.inpainter_erases_
+    # outside_photo`, read from the record): runs trained on different inputs make no one network.
+    erased = {bool(record.get("config", {}).get("erase_outside_photo")) for _, record in read}
+    if len(erased) > 1:
+        raise SystemExit(f"the {stage} runs differ in erase_outside_photo: no one input fits their average")
+    shares = [share / sum(shares) for share in shares]
+    states = [net.state_dict() for net, _ in read]
+    averaged = {}
+    for name, tensor in states[0].items():
+        # Integer buffers (BatchNorm's batch count) are kept from the first: a count, not a weight.
+        if not tensor.is_floating_point():
+            averaged[name] = tensor
+            continue
+        averaged[name] = sum(share * state[name] for share, state in zip(shares, states, strict=True))
+    records = [{"share": round(share, 6)} | record for share, (_, record) in zip(shares, read, strict=True)]
+    return build_network(stage, read[0][0].config, averaged), {"average_of": records}
+
+
+def export(
+    segmenter: Path, inpainter: Path | list[Path], version: str, out: Path, shares: list[float] | None = None
+) -> None:
+    """Join the segmenter and the inpainter (or several, averaged by `shares`, equal by default)."""
     networks, stages = {}, {}
-    for stage, path in (("segmenter", segmenter), ("inpainter", inpainter)):
-        networks[stage], stages[stage] = read_stage(path, stage)
+    networks["segmenter"], stages["segmenter"] = read_stage(segmenter, "segmenter")
+    inpainters = inpainter if isinstance(inpainter, list) else [inpainter]
+    if len(inpainters) == 1 and shares is None:
+        networks["inpainter"], stages["inpainter"] = read_stage(inpainters[0], "inpainter")
+    else:
+        shares = shares or [1.0] * len(inpainters)
+        networks["inpainter"], stages["inpainter"] = average_stage(inpainters, shares, "inpainter")
     save_networks(out, networks, meta={"version": version, "stages": stages})
 
 
@@ -56,12 +95,19 @@ def main() -> None:
         "--segmenter", type=Path, required=True, help="a file with the stage, or a run folder"
     )
     parser.add_argument(
-        "--inpainter", type=Path, required=True, help="a file with the stage, or a run folder"
+        "--inpainter",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="a file with the stage, or a run folder; several: their weights' average",
+    )
+    parser.add_argument(
+        "--shares", type=float, nargs="+", help="each inpainter's share of the average (default equal)"
     )
     parser.add_argument("--version", required=True, help="the model version, e.g. 2.0")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
-    export(args.segmenter, args.inpainter, args.version, args.out)
+    export(args.segmenter, args.inpainter, args.version, args.out, args.shares)
     print(f"model {args.version} -> {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
 
 

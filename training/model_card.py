@@ -45,52 +45,64 @@ def _metrics(m: dict) -> list[str]:
 def training_section(meta: dict) -> list[str]:
     lines = ["## Training", ""]
     for stage, record in meta.get("stages", {}).items():
-        config = record.get("config", {})
-        data, loss, network = config.get("data", {}), config.get("loss", {}), config.get("network", {})
-        source = "a run's checkpoint" if record.get("from_checkpoint") else "exported at the end of its run"
-        steps = f"{record.get('steps', '?')} steps of batch {config.get('batch_size', '?')}"
-        # Older checkpoints do not record how many processes wrote them (a run may be resumed with more).
-        if record.get("processes"):
-            steps += f" x {record['processes']} process(es) at the end"
-        if record.get("images_seen"):
-            steps += f", {record['images_seen']:,} faces in all"
-        where = f"{record.get('minutes', '?')} minutes on {record.get('device') or '?'}"
-        if config.get("ema_decay") is not None:
-            steps += f", weights averaged over the steps (EMA decay {config['ema_decay']})"
-        lines.append(
-            f"- **{stage}** ({source}): {steps}, {where}; code at commit "
-            f"`{record.get('commit') or 'unknown'}`; run `{config.get('out_dir', '?')}`, init_from "
-            f"`{config.get('init_from')}`; network {network}."
-        )
-        if stage == "segmenter":
-            lines.append(
-                f"  Losses: BCE {loss.get('bce')} + Dice {loss.get('dice')}. Mask styles "
-                f"{data.get('mask_styles')}, templates {data.get('template_share')}, bare faces "
-                f"{data.get('unmasked')}."
-            )
+        # An averaged stage (`training.export` with several inpainters) lists each run it averaged.
+        if "average_of" in record:
+            lines.append(f"- **{stage}**: the weights' average of {len(record['average_of'])} runs:")
+            for part in record["average_of"]:
+                lines += [f"  {line}" for line in _run_lines(f"share {part['share']:g}", stage, part)]
         else:
-            lowpass = (
-                f", L1 of {loss.get('lowpass_px')} px square averages in the hole {loss['l1_lowpass']}"
-                if loss.get("l1_lowpass")
-                else ""
-            )
-            # `LossConfig.l2_lowpass`; records older than the option lack the key.
-            if loss.get("l2_lowpass"):
-                lowpass += f", their squared error {loss['l2_lowpass']}"
-            # `LossConfig.mirror_average`; records older than the option lack the key.
-            mirrored = loss.get("mirror_average")
-            scored = ", scored on the mean of the crop's and its mirror's faces" if mirrored else ""
-            lines.append(
-                f"  Losses: L1 in the hole {loss.get('l1')}{lowpass}, outside it {loss.get('l1_valid')}, "
-                f"VGG16 perceptual {loss.get('perceptual')}, LSGAN {loss.get('gan')}, feature matching "
-                f"{loss.get('feature_matching')}{scored}; holes {data.get('holes')}{_pair_changes(data)}."
-            )
+            lines += _run_lines(stage, stage, record)
     lines += [
         "",
         "Data: UTKFace (`../shared/data/train/utkface`) minus a fixed 5% slice held out for the per-group",
         "evaluation (`training.pack.is_heldout`); grey pairs and alignment jitter as in `training/data.py`.",
         "",
     ]
+    return lines
+
+
+def _run_lines(title: str, stage: str, record: dict) -> list[str]:
+    """One training run's record: its steps, time, code, start and losses."""
+    config = record.get("config", {})
+    data, loss, network = config.get("data", {}), config.get("loss", {}), config.get("network", {})
+    source = "a run's checkpoint" if record.get("from_checkpoint") else "exported at the end of its run"
+    steps = f"{record.get('steps', '?')} steps of batch {config.get('batch_size', '?')}"
+    # Older checkpoints do not record how many processes wrote them (a run may be resumed with more).
+    if record.get("processes"):
+        steps += f" x {record['processes']} process(es) at the end"
+    if record.get("images_seen"):
+        steps += f", {record['images_seen']:,} faces in all"
+    where = f"{record.get('minutes', '?')} minutes on {record.get('device') or '?'}"
+    if config.get("ema_decay") is not None:
+        steps += f", weights averaged over the steps (EMA decay {config['ema_decay']})"
+    lines = [
+        f"- **{title}** ({source}): {steps}, {where}; code at commit "
+        f"`{record.get('commit') or 'unknown'}`; run `{config.get('out_dir', '?')}`, init_from "
+        f"`{config.get('init_from')}`; network {network}."
+    ]
+    if stage == "segmenter":
+        lines.append(
+            f"  Losses: BCE {loss.get('bce')} + Dice {loss.get('dice')}. Mask styles "
+            f"{data.get('mask_styles')}, templates {data.get('template_share')}, bare faces "
+            f"{data.get('unmasked')}."
+        )
+        return lines
+    lowpass = (
+        f", L1 of {loss.get('lowpass_px')} px square averages in the hole {loss['l1_lowpass']}"
+        if loss.get("l1_lowpass")
+        else ""
+    )
+    # `LossConfig.l2_lowpass`; records older than the option lack the key.
+    if loss.get("l2_lowpass"):
+        lowpass += f", their squared error {loss['l2_lowpass']}"
+    # `LossConfig.mirror_average`; records older than the option lack the key.
+    mirrored = loss.get("mirror_average")
+    scored = ", scored on the mean of the crop's and its mirror's faces" if mirrored else ""
+    lines.append(
+        f"  Losses: L1 in the hole {loss.get('l1')}{lowpass}, outside it {loss.get('l1_valid')}, "
+        f"VGG16 perceptual {loss.get('perceptual')}, LSGAN {loss.get('gan')}, feature matching "
+        f"{loss.get('feature_matching')}{scored}; holes {data.get('holes')}{_pair_changes(data)}."
+    )
     return lines
 
 
