@@ -337,10 +337,14 @@ class QMaskModel:
     def inpainter_erases_outside_photo(self) -> bool:
         """Whether the inpainter was trained with the crop's mirrored surroundings erased as well
         as the hole (`erase_outside_photo` in its training record): then it must get them so."""
-        record = self.meta.get("stages", {}).get("inpainter", {})
-        # An averaged inpainter (`training.export` with several runs): its runs agree on it.
-        first_run = record.get("average_of", [record])[0]
-        return bool(first_run.get("config", {}).get("erase_outside_photo", False))
+        return erases_outside_photo(self.meta.get("stages", {}).get("inpainter", {}))
+
+
+def erases_outside_photo(record: dict) -> bool:
+    """`erase_outside_photo` of an inpainter's training record; an averaged record's (`training.export`
+    with several runs) from its first run, since export averages only runs that agree on it."""
+    first_run = record.get("average_of", [record])[0]
+    return bool(first_run.get("config", {}).get("erase_outside_photo", False))
 
 
 def save_networks(path: Path, networks: dict[str, nn.Module], meta: dict | None = None) -> None:

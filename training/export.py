@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from qmask.model import UNetConfig, build_network, read_networks, save_networks
+from qmask.model import UNetConfig, build_network, erases_outside_photo, read_networks, save_networks
 
 
 def read_stage(path: Path, stage: str) -> tuple[torch.nn.Module, dict]:
@@ -54,9 +54,9 @@ def average_stage(paths: list[Path], shares: list[float], stage: str) -> tuple[t
     if len(shares) != len(paths) or min(shares) <= 0:
         raise SystemExit(f"{len(paths)} {stage} weights need as many shares, all positive; got {shares}")
     read = [read_stage(path, stage) for path in paths]
-    # The pipeline shows the inpainter its input as its training did (`QMaskModel.inpainter_erases_
-    # outside_photo`, read from the record): runs trained on different inputs make no one network.
-    erased = {bool(record.get("config", {}).get("erase_outside_photo")) for _, record in read}
+    # The pipeline shows the inpainter its input as its training did (read from the record):
+    # runs trained on different inputs make no one network.
+    erased = {erases_outside_photo(record) for _, record in read}
     if len(erased) > 1:
         raise SystemExit(f"the {stage} runs differ in erase_outside_photo: no one input fits their average")
     shares = [share / sum(shares) for share in shares]
