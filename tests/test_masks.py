@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -16,7 +18,7 @@ from training.masks import (
     RenderedMask,
     fitting_points,
 )
-from training.masks.styles import load_styles
+from training.masks.styles import EAR_EXT, FAR_EXT, STAND_OFF_EXT, STAND_OFF_SHARE, _sides, load_styles
 
 TEMPLATES = DATA / "mask-templates"
 FACES = DATA / "train" / "utkface"
@@ -170,3 +172,20 @@ def test_every_style_in_the_table_renders(faces: list) -> None:
         out = renderer.render(rgb, mesh, np.random.default_rng(5), kind=style)
         assert out.kind.partition(":")[0] == style
         assert out.alpha.max() > 0, f"{style}: nothing drawn"
+
+
+def test_the_far_side_of_a_turned_face_ends_at_its_cheek_or_stands_off_it() -> None:
+    # Only `far_side` of the face is read; 1: the face is turned to image left, its right cheek away.
+    turned, frontal = SimpleNamespace(far_side=1), SimpleNamespace(far_side=-1)
+    rng = np.random.default_rng(9)
+    far = np.array([_sides(-0.03, 0.1, 0.2, turned, rng)[1] for _ in range(400)])
+    at_cheek = (far >= FAR_EXT[0]) & (far <= FAR_EXT[1])
+    stand_off = (far >= STAND_OFF_EXT[0]) & (far <= STAND_OFF_EXT[1])
+    assert np.all(at_cheek | stand_off)
+    # The two ranges overlap by nothing, so the shares can be told apart.
+    assert abs(stand_off.mean() - STAND_OFF_SHARE) < 0.08
+    # A frontal face's sides keep the style's range, or reach an ear.
+    sides = np.array([_sides(-0.03, 0.1, 0.2, frontal, rng) for _ in range(400)])
+    in_range = (sides >= -0.03) & (sides <= 0.1)
+    at_ear = (sides >= EAR_EXT[0]) & (sides <= EAR_EXT[1])
+    assert np.all(in_range | at_ear) and np.all(in_range.sum(axis=1) >= 1)

@@ -21,9 +21,13 @@ from training.masks.light import Material
 STYLES_FILE = Path(__file__).parent / "styles.yaml"
 HOLDERS = ("loops", "fabric_loops", "straps", "harness", "")
 # `sides`: how far a side that reaches the ear goes past the visible contour, and where the far side
-# of a turned face ends (at the contour: the cheek or nose hides the rest).
+# of a turned face ends: at the contour (the cheek hides the rest), or, for a share of masks, standing
+# off the cheek past it, as a mask bridging from the nose to the far ear does (real photos of turned
+# faces keep that part where the segmenter learnt that a mask stops at the cheek's outline).
 EAR_EXT = (0.15, 0.32)
 FAR_EXT = (-0.03, 0.02)
+STAND_OFF_EXT = (0.03, 0.15)
+STAND_OFF_SHARE = 0.5
 
 _KEYS = {"weight", "holder", "flags", "fit", "material", "like"}
 _FIELDS = {
@@ -116,11 +120,12 @@ def style_fit(style: str, face: Face, rng: np.random.Generator) -> tuple[Fit, Ma
 
 def _sides(lo: float, hi: float, ears: float, face: Face, rng: np.random.Generator) -> tuple[float, float]:
     """`ext` (left, right): each side in [lo, hi]; with probability `ears` one side reaches the ear
-    (the near one of a turned face); the far side of a turned face ends at the visible contour."""
+    (the near one of a turned face); the far side of a turned face ends at the visible contour or
+    stands off the cheek past it."""
     far = face.far_side
     ext = [rng.uniform(lo, hi), rng.uniform(lo, hi)]
     if rng.random() < ears:
         ext[int(rng.integers(2)) if far < 0 else 1 - far] = rng.uniform(*EAR_EXT)
     if far >= 0:
-        ext[far] = rng.uniform(*FAR_EXT)
+        ext[far] = rng.uniform(*(STAND_OFF_EXT if rng.random() < STAND_OFF_SHARE else FAR_EXT))
     return ext[0], ext[1]
