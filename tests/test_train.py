@@ -582,3 +582,32 @@ def test_every_committed_config_loads(path: Path) -> None:
     config = TrainConfig.from_yaml(path)
     assert config.stage in ("segmenter", "inpainter")
     assert config.max_minutes or config.steps
+
+
+def test_freeze_batchnorm_stats_keeps_the_started_from_statistics_while_the_weights_learn(
+    tmp_path, tiny_pack
+):
+    start = train(tiny_config(tmp_path / "start", tiny_pack, "segmenter", steps=1, limit=2, batch_size=2))
+    before = read_networks(start)[0]["segmenter"][1]
+    runs = {}
+    for frozen in (False, True):
+        out = tmp_path / f"frozen_{frozen}"
+        cfg = tiny_config(
+            out, tiny_pack, "segmenter", steps=3, limit=2, batch_size=2, lr=0.01, init_from=str(start),
+            freeze_batchnorm_stats=frozen,
+        )  # fmt: skip
+        runs[frozen] = read_networks(train(cfg))[0]["segmenter"][1]
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    convs = [k for k in before if k.endswith(".weight") and before[k].ndim == 4]
+    assert stats and convs
+    assert all(torch.equal(before[k], runs[True][k]) for k in stats)
+    assert not all(torch.equal(before[k], runs[False][k]) for k in stats)
+    # The weights learn either way, the BatchNorm layers' scales included.
+    assert not all(torch.equal(before[k], runs[True][k]) for k in convs)
+    scales = [k for k in stats if k.endswith("running_mean")]
+    assert not all(
+        torch.equal(
+            before[k.replace("running_mean", "weight")], runs[True][k.replace("running_mean", "weight")]
+        )
+        for k in scales
+    )

@@ -96,6 +96,12 @@ class TrainConfig:
     # step to step; the average keeps what the steps agree on (as StyleGAN and most diffusion
     # models ship). It starts at the initial weights, so a fine-tune's average leans on them early.
     ema_decay: float | None = None
+    # Keep the trained stage's BatchNorm layers normalising with the running statistics they start
+    # with (init_from's) and leave those as they are; their scales and shifts still learn. Every
+    # segmenter fine-tune since 2.8 lost real masks it had found (1462's paisley print no longer
+    # edited); with the started-from statistics put back, a fine-tune's weights found 1462 again, so
+    # much of the loss is the statistics' drift towards the drawn masks' batches, not the weights.
+    freeze_batchnorm_stats: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     # Inpainter only.
@@ -354,6 +360,10 @@ def train(cfg: TrainConfig) -> Path:
         images_before = ckpt.get("images_seen", step * cfg.batch_size * world)
         if main_process:
             print(f"resumed from {ckpt_path} at step {step}")
+    if cfg.freeze_batchnorm_stats:
+        for layer in networks[cfg.stage].modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                layer.eval()
     # The average is kept where it is saved: the main process (every rank's weights are the same).
     ema = None
     if cfg.ema_decay is not None and main_process:
