@@ -99,8 +99,8 @@ class TrainConfig:
     # Keep the trained stage's BatchNorm layers normalising with the running statistics they start
     # with (init_from's) and leave those as they are; their scales and shifts still learn. Every
     # segmenter fine-tune since 2.8 lost real masks it had found (1462's paisley print no longer
-    # edited); with the started-from statistics put back, a fine-tune's weights found 1462 again, so
-    # much of the loss is the statistics' drift towards the drawn masks' batches, not the weights.
+    # edited), and a fine-tune's weights with the started-from statistics put back found 1462 again;
+    # trained with them held (cpu_segmenter_frozen_stats.yaml), the weights still lost it.
     freeze_batchnorm_stats: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -362,7 +362,7 @@ def train(cfg: TrainConfig) -> Path:
             print(f"resumed from {ckpt_path} at step {step}")
     if cfg.freeze_batchnorm_stats:
         for layer in networks[cfg.stage].modules():
-            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            if isinstance(layer, torch.nn.BatchNorm2d):
                 layer.eval()
     # The average is kept where it is saved: the main process (every rank's weights are the same).
     ema = None

@@ -22,8 +22,7 @@ STYLES_FILE = Path(__file__).parent / "styles.yaml"
 HOLDERS = ("loops", "fabric_loops", "straps", "harness", "")
 # `sides`: how far a side that reaches the ear goes past the visible contour, and where the far side
 # of a turned face ends: at the contour (the cheek hides the rest), or, for a share of masks, standing
-# off the cheek past it, as a mask bridging from the nose to the far ear does (real photos of turned
-# faces keep that part where the segmenter learnt that a mask stops at the cheek's outline).
+# off the cheek past it, as a mask bridging from the nose to the far ear does.
 EAR_EXT = (0.15, 0.32)
 FAR_EXT = (-0.03, 0.02)
 STAND_OFF_EXT = (0.03, 0.15)
