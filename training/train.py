@@ -100,7 +100,8 @@ class TrainConfig:
     # with (init_from's) and leave those as they are; their scales and shifts still learn. Every
     # segmenter fine-tune since 2.8 lost real masks it had found (1462's paisley print no longer
     # edited), and a fine-tune's weights with the started-from statistics put back found 1462 again;
-    # trained with them held (cpu_segmenter_frozen_stats.yaml), the weights still lost it.
+    # trained with them held (cpu_segmenter_frozen_stats.yaml), the weights still lost it (see
+    # docs/results.md, "Segmenter fine-tunes after 3.7").
     freeze_batchnorm_stats: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
