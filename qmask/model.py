@@ -7,10 +7,11 @@ output inside the hole and a feathered edge around it. It never sees a pixel of 
 neither the mask's colour nor its print can leak into the new lower face, and it is trained on bare
 faces with mask-shaped holes.
 
-Both are the same `FoldedUNet`: to run well under 100 ms per face on two CPU cores, the 256x256
+Both can be the same `FoldedUNet`: to run well under 100 ms per face on two CPU cores, the 256x256
 input is folded into 128x128 by a pixel unshuffle and unfolded again at the end, and the middle
 runs residual blocks at 8x8, where each 3x3 conv already sees most of the face (painting a lower
-face needs context from the cheeks and the eyes).
+face needs context from the cheeks and the eyes). The segmenter may instead be a `VGGUNet`, whose
+encoder is ImageNet's VGG16 (`UNetConfig.encoder`).
 
 `MultiScaleDiscriminator` is the Pix2PixHD critic: 70x70 PatchGANs at full and half resolution,
 returning their intermediate features for the feature-matching loss.
@@ -39,6 +40,10 @@ class UNetConfig:
     max_channels: int = 256
     depth: int = 4  # downsamplings after the pixel unshuffle: 128 -> 8
     bottleneck_blocks: int = 6
+    # "folded": `FoldedUNet`, every weight learnt. "vgg16" (segmenter only): `VGGUNet`, ImageNet
+    # VGG16's first seven convs as its encoder (kept as they are in training), a decoder of
+    # `base_channels` to `max_channels` with `bottleneck_blocks`; `depth` is not used.
+    encoder: str = "folded"
 
     @classmethod
     def from_dict(cls, data: dict) -> UNetConfig:
@@ -128,13 +133,69 @@ class FoldedUNet(nn.Module):
         return self.head(torch.cat([h, folded], dim=1))
 
 
+# ImageNet's mean and std restated for inputs in [-1, 1] (the LPIPS scaling layer), which the
+# VGG16 and AlexNet weights expect, and VGG16's layout: the channels of its convs, "M" a 2x2 max pool.
+IMAGENET_SHIFT = (-0.030, -0.088, -0.188)
+IMAGENET_SCALE = (0.458, 0.448, 0.450)
+VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+
+
+class VGGUNet(nn.Module):
+    """(N, 3, 256, 256) in [-1, 1] -> (N, out_channels, 256, 256) logits, from VGG16's first three
+    blocks (to relu3_3) on the crop at half size and a small decoder.
+
+    The segmenter learns only drawn masks, and from random weights it learnt their look: on real
+    photos it stopped at prints, lettering, folds and plastic it had never seen drawn. Features
+    learnt on ImageNet's million photos tell cloth from skin on such textures too, so training
+    leaves them as they are (`requires_grad` off) and fits only the decoder. At half size the
+    encoder costs about as much as the whole `FoldedUNet` segmenter at full size; the mask's
+    outline loses nothing the hole's grow (5 px) would keep.
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor(IMAGENET_SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(IMAGENET_SCALE).view(1, 3, 1, 1))
+        blocks: list[list[nn.Module]] = [[]]
+        c_in = 3
+        for item in VGG16_LAYOUT[: VGG16_LAYOUT.index(256) + 3]:
+            if item == "M":
+                blocks.append([nn.MaxPool2d(2)])
+            else:
+                blocks[-1] += [nn.Conv2d(c_in, item, 3, 1, 1), nn.ReLU(True)]
+                c_in = item
+        self.encoder = nn.ModuleList(nn.Sequential(*block) for block in blocks)
+        self.encoder.requires_grad_(False)
+        top, mid, low = config.max_channels, config.max_channels // 2, config.base_channels
+        # Laterals bring each block's features (64 ch at 128 px, 128 at 64, 256 at 32) to the
+        # decoder's width there; the middle runs at 16 px, where a 3x3 conv sees most of the face.
+        self.lateral = nn.ModuleList([_conv_block(64, low), _conv_block(128, mid), _conv_block(256, top)])
+        self.down = _conv_block(top, top, stride=2)
+        self.middle = nn.Sequential(*(_ResBlock(top) for _ in range(config.bottleneck_blocks)))
+        self.up = nn.ModuleList([_Up(top, top), _Up(top, mid), _Up(mid, low)])
+        self.head = nn.Conv2d(low, config.out_channels, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.avg_pool2d((x - self.shift) / self.scale, 2)
+        skips = []
+        for block, lateral in zip(self.encoder, self.lateral, strict=True):
+            h = block(h)
+            skips.append(lateral(h))
+        h = self.middle(self.down(skips[-1]))
+        for up in self.up:
+            h = up(h, skips.pop())
+        return F.interpolate(self.head(h), scale_factor=2, mode="bilinear", align_corners=False)
+
+
 class Segmenter(nn.Module):
     """Aligned crop (N, 3, 256, 256) in [-1, 1] -> mask logits (N, 1, 256, 256)."""
 
     def __init__(self, config: UNetConfig = SEGMENTER) -> None:
         super().__init__()
         self.config = config
-        self.net = FoldedUNet(config)
+        if config.encoder not in ("folded", "vgg16"):
+            raise ValueError(f"unknown segmenter encoder {config.encoder!r}: folded or vgg16")
+        self.net = VGGUNet(config) if config.encoder == "vgg16" else FoldedUNet(config)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.net(image)
@@ -150,6 +211,8 @@ class Inpainter(nn.Module):
 
     def __init__(self, config: UNetConfig = INPAINTER) -> None:
         super().__init__()
+        if config.encoder != "folded":
+            raise ValueError(f"the inpainter is a folded U-Net; {config.encoder!r} is a segmenter's encoder")
         self.config = config
         self.net = FoldedUNet(config)
 
@@ -322,14 +385,34 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+class SegmenterUnion(nn.Module):
+    """Segmenters whose masks are joined: per pixel the largest of their logits, so a pixel is mask
+    where any of them says so. Segmenters of different designs miss different real masks (a
+    `FoldedUNet` and a `VGGUNet`: docs/results.md, "A second segmenter with an ImageNet encoder")."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.members[0](image)
+        for member in self.members[1:]:
+            logits = torch.maximum(logits, member(image))
+        return logits
+
+
+# The stages every model file has, and the optional second segmenter joined with the first.
 STAGES = {"segmenter": Segmenter, "inpainter": Inpainter}
+SECOND_SEGMENTER = "second_segmenter"
+NETWORKS = STAGES | {SECOND_SEGMENTER: Segmenter}
 
 
 @dataclass
 class QMaskModel:
-    """Both stages in eval mode (batch norm folded) and what the model file says about them."""
+    """Both stages in eval mode (batch norm folded) and what the model file says about them; the
+    segmenter is a `SegmenterUnion` where the file has a second one."""
 
-    segmenter: Segmenter
+    segmenter: Segmenter | SegmenterUnion
     inpainter: Inpainter
     meta: dict
 
@@ -392,7 +475,7 @@ class IncompatibleWeightsError(ValueError):
 def build_network(stage: str, config: UNetConfig, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """The stage's network for `config`, with `state` loaded; the weights must fit it exactly (names
     and shapes), so a file from another version of the code is refused instead of half loaded."""
-    net = STAGES[stage](config)
+    net = NETWORKS[stage](config)
     if state is not None:
         expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         got = {k: tuple(v.shape) for k, v in state.items()}
@@ -420,6 +503,10 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> QMaskModel:
         stage: fuse_batchnorm(build_network(stage, *networks[stage]).eval()).to(
             device, memory_format=torch.channels_last
         )
-        for stage in STAGES
+        for stage in NETWORKS
+        if stage in networks
     }
-    return QMaskModel(segmenter=nets["segmenter"], inpainter=nets["inpainter"], meta=meta)
+    segmenter = nets["segmenter"]
+    if SECOND_SEGMENTER in nets:
+        segmenter = SegmenterUnion([segmenter, nets[SECOND_SEGMENTER]])
+    return QMaskModel(segmenter=segmenter, inpainter=nets["inpainter"], meta=meta)

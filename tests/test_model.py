@@ -85,6 +85,34 @@ def test_batchnorm_folding_keeps_the_outputs():
     assert torch.allclose(expected, got, atol=1e-4)
 
 
+def test_a_vgg16_segmenter_learns_only_its_decoder_and_its_files_round_trip(tmp_path):
+    torch.manual_seed(0)
+    config = UNetConfig(**TINY_SEGMENTER | {"encoder": "vgg16"})
+    segmenter = Segmenter(config).train()
+    assert not any(p.requires_grad for p in segmenter.net.encoder.parameters())
+    assert all(p.requires_grad for name, p in segmenter.named_parameters() if ".encoder." not in name)
+    for _ in range(2):  # non-trivial BatchNorm statistics in the decoder
+        segmenter(torch.randn(2, 3, 256, 256))
+    segmenter.eval()
+    path = tmp_path / "m.pt"
+    save_networks(path, {"segmenter": segmenter, "inpainter": Inpainter(UNetConfig(**TINY_INPAINTER)).eval()})
+    networks, _ = read_networks(path)
+    assert networks["segmenter"][0] == config
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        expected = segmenter(x)
+        got = load_model(path).segmenter(x.contiguous(memory_format=torch.channels_last))
+    assert expected.shape == (1, 1, 256, 256)
+    assert torch.allclose(expected, got, atol=0.05)
+
+
+def test_an_unknown_encoder_and_a_vgg16_inpainter_are_refused():
+    with pytest.raises(ValueError, match="unknown segmenter encoder 'resnet'"):
+        Segmenter(UNetConfig(**TINY_SEGMENTER | {"encoder": "resnet"}))
+    with pytest.raises(ValueError, match="a segmenter's encoder"):
+        Inpainter(UNetConfig(**TINY_INPAINTER | {"encoder": "vgg16"}))
+
+
 def test_model_files_round_trip_in_half_precision(tmp_path):
     nets = {name: net.eval() for name, net in tiny_networks().items()}
     path = tmp_path / "m.pt"

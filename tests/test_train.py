@@ -15,11 +15,12 @@ import torch
 import yaml
 
 from qmask.align import eyes_to_crop, mesh_eyes, warp_to_crop
-from qmask.model import images_to_tensor, load_model, read_networks
+from qmask.model import build_network, images_to_tensor, load_model, read_networks
 from tests.conftest import DATA, REPO, TINY_SEGMENTER, UTKFACE
 from training.export import export, read_stage
 from training.landmarks import compute_landmarks, list_images
 from training.pack import FacePack, build_pack, is_heldout
+from training.perceptual import VGGFeatures
 from training.stages import lowpass_errors
 from training.train import TrainConfig, build_dataset, build_step, learning_rate, train
 
@@ -108,6 +109,22 @@ def test_a_few_steps_lower_the_segmenters_loss(tmp_path, tiny_pack):
     # The run records the mix of mask styles it saw.
     recorded = yaml.safe_load((out / "config.yaml").read_text())["data"]
     assert recorded["mask_styles"]["scarf"] > 0 and recorded["template_share"] == 0.25
+
+
+def test_a_vgg16_segmenter_starts_from_imagenets_convs_and_keeps_them(tmp_path, tiny_pack):
+    out = tmp_path / "vgg"
+    network = TINY_SEGMENTER | {"encoder": "vgg16"}
+    train(tiny_config(out, tiny_pack, "segmenter", steps=3, network=network, lr=0.01))
+    config, state = read_networks(out / "segmenter.pt")[0]["segmenter"]
+    assert config.encoder == "vgg16"
+    imagenet = [m for m in VGGFeatures(blocks=3).modules() if isinstance(m, torch.nn.Conv2d)]
+    # Keys net.encoder.BLOCK.LAYER.weight, in the network's order.
+    kept = [k for k in state if k.startswith("net.encoder.") and k.endswith(".weight")]
+    kept.sort(key=lambda k: [int(i) for i in k.split(".")[2:4]])
+    assert len(kept) == len(imagenet) == 7
+    for conv, key in zip(imagenet, kept, strict=True):
+        assert torch.allclose(state[key], conv.weight, atol=1e-3 * conv.weight.abs().max().item())
+    assert len(read_log(out)) == 3
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path, tiny_pack, capsys):
@@ -246,6 +263,31 @@ def test_export_joins_both_stages_into_a_model_the_pipeline_loads(tmp_path, tiny
     stages = load_model(tmp_path / "next.pt").meta["stages"]
     assert stages["inpainter"] == model.meta["stages"]["inpainter"]
     assert stages["inpainter"]["config"]["stage"] == "inpainter"
+
+
+def test_export_adds_a_second_segmenter_whose_mask_the_model_joins_with_the_first(tmp_path, tiny_pack):
+    from training.model_card import training_section
+
+    inpainter = train(tiny_config(tmp_path / "inp", tiny_pack, steps=1))
+    first = train(tiny_config(tmp_path / "seg", tiny_pack, "segmenter", steps=1))
+    vgg = TINY_SEGMENTER | {"encoder": "vgg16"}
+    second = train(tiny_config(tmp_path / "vgg", tiny_pack, "segmenter", steps=1, network=vgg))
+    export(first, inpainter, "9.3", tmp_path / "model.pt", second_segmenter=second)
+    model = load_model(tmp_path / "model.pt")
+    assert set(model.meta["stages"]) == {"segmenter", "second_segmenter", "inpainter"}
+    alone = [build_network("segmenter", *read_networks(r)[0]["segmenter"]).eval() for r in (first, second)]
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        joined = torch.maximum(alone[0](x), alone[1](x))
+        got = model.segmenter(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(got, joined, atol=1e-3)
+    card = "\n".join(training_section(model.meta))
+    assert card.count("Losses: BCE") == 2 and "'encoder': 'vgg16'" in card
+    # A later export from that file keeps its second segmenter where asked to.
+    shipped = tmp_path / "model.pt"
+    export(shipped, inpainter, "9.4", tmp_path / "next.pt", second_segmenter=shipped)
+    _, meta = read_networks(tmp_path / "next.pt")
+    assert meta["stages"]["second_segmenter"]["config"]["network"]["encoder"] == "vgg16"
 
 
 def test_export_averages_several_inpainters_by_their_shares_and_the_card_lists_each_run(tmp_path, tiny_pack):

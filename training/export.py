@@ -15,6 +15,12 @@ Several inpainters (fine-tunes from the same weights) are joined as their weight
 weighted by its share: such an average can beat both runs on PSNR and LPIPS at once where their
 own points trade one for the other (docs/results.md, Training of model 3.7). Its record is
 `{"average_of": [{"share": ..., <each run's record>}, ...]}`.
+
+`--second-segmenter` adds a segmenter whose mask the pipeline joins with the first's
+(`qmask.model.SegmenterUnion`); from a model file that has one, that one, else its segmenter:
+
+    python -m training.export --segmenter runs/model-3.7.pt --second-segmenter runs/cpu_segmenter_vgg \
+        --inpainter runs/model-3.7.pt --version 3.8 -o runs/model-3.8.pt
 """
 
 from __future__ import annotations
@@ -25,11 +31,19 @@ from pathlib import Path
 import torch
 import yaml
 
-from qmask.model import UNetConfig, build_network, erases_outside_photo, read_networks, save_networks
+from qmask.model import (
+    SECOND_SEGMENTER,
+    UNetConfig,
+    build_network,
+    erases_outside_photo,
+    read_networks,
+    save_networks,
+)
 
 
 def read_stage(path: Path, stage: str) -> tuple[torch.nn.Module, dict]:
-    """The stage's network and its training record, from an exported file or a run folder."""
+    """The stage's network and its training record, from an exported file or a run folder (a
+    `SECOND_SEGMENTER` from a run folder or file of a segmenter)."""
     if path.is_dir():
         config = yaml.safe_load((path / "config.yaml").read_text())
         ckpt = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
@@ -41,11 +55,13 @@ def read_stage(path: Path, stage: str) -> tuple[torch.nn.Module, dict]:
         written = {key: ckpt.get(key) for key in ("images_seen", "device", "processes", "commit")}
         return net, record | written | {"from_checkpoint": True}
     found, meta = read_networks(path)
-    if stage not in found:
+    # A second segmenter is read from a model file's own, or else from its (or a run's) segmenter.
+    name = stage if stage in found or stage != SECOND_SEGMENTER else "segmenter"
+    if name not in found:
         raise SystemExit(f"{path} has no {stage} stage")
     # A shipped model file keeps each stage's record under "stages"; a run's export has its own.
-    record = meta["stages"][stage] if "stages" in meta else meta.get("training", meta)
-    return build_network(stage, *found[stage]), record
+    record = meta["stages"][name] if "stages" in meta else meta.get("training", meta)
+    return build_network(stage, *found[name]), record
 
 
 def average_stage(paths: list[Path], shares: list[float], stage: str) -> tuple[torch.nn.Module, dict]:
@@ -73,11 +89,19 @@ def average_stage(paths: list[Path], shares: list[float], stage: str) -> tuple[t
 
 
 def export(
-    segmenter: Path, inpainter: Path | list[Path], version: str, out: Path, shares: list[float] | None = None
+    segmenter: Path,
+    inpainter: Path | list[Path],
+    version: str,
+    out: Path,
+    shares: list[float] | None = None,
+    second_segmenter: Path | None = None,
 ) -> None:
-    """Join the segmenter and the inpainter (or several, averaged by `shares`, equal by default)."""
+    """Join the segmenter (and a second one, whose mask the pipeline joins with the first's) and
+    the inpainter (or several, averaged by `shares`, equal by default)."""
     networks, stages = {}, {}
     networks["segmenter"], stages["segmenter"] = read_stage(segmenter, "segmenter")
+    if second_segmenter is not None:
+        networks[SECOND_SEGMENTER], stages[SECOND_SEGMENTER] = read_stage(second_segmenter, SECOND_SEGMENTER)
     inpainters = inpainter if isinstance(inpainter, list) else [inpainter]
     if len(inpainters) == 1 and shares is None:
         networks["inpainter"], stages["inpainter"] = read_stage(inpainters[0], "inpainter")
@@ -95,6 +119,11 @@ def main() -> None:
         "--segmenter", type=Path, required=True, help="a file with the stage, or a run folder"
     )
     parser.add_argument(
+        "--second-segmenter",
+        type=Path,
+        help="a segmenter (a file with one, or a run folder) whose mask is joined with the first's",
+    )
+    parser.add_argument(
         "--inpainter",
         type=Path,
         nargs="+",
@@ -107,7 +136,7 @@ def main() -> None:
     parser.add_argument("--version", required=True, help="the model version, e.g. 2.0")
     parser.add_argument("-o", "--out", type=Path, required=True)
     args = parser.parse_args()
-    export(args.segmenter, args.inpainter, args.version, args.out, args.shares)
+    export(args.segmenter, args.inpainter, args.version, args.out, args.shares, args.second_segmenter)
     print(f"model {args.version} -> {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
 
 

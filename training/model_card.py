@@ -80,7 +80,7 @@ def _run_lines(title: str, stage: str, record: dict) -> list[str]:
         f"`{record.get('commit') or 'unknown'}`; run `{config.get('out_dir', '?')}`, init_from "
         f"`{config.get('init_from')}`; network {network}."
     ]
-    if stage == "segmenter":
+    if stage.endswith("segmenter"):
         lines.append(
             f"  Losses: BCE {loss.get('bce')} + Dice {loss.get('dice')}. Mask styles "
             f"{data.get('mask_styles')}, templates {data.get('template_share')}, bare faces "

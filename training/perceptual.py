@@ -22,15 +22,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from qmask.assets import feature_weights
-from qmask.model import images_to_tensor
+from qmask.model import IMAGENET_SCALE, IMAGENET_SHIFT, VGG16_LAYOUT, VGGUNet, images_to_tensor
 
-# Inputs in [-1, 1] are normalised with the LPIPS scaling layer (ImageNet's mean and std, restated
-# for that range), as both networks were trained on.
-_SHIFT = (-0.030, -0.088, -0.188)
-_SCALE = (0.458, 0.448, 0.450)
-# VGG16: channels of the 13 convs, "M" a 2x2 max pool; features are taken after the last conv
-# of each block (relu1_2, relu2_2, relu3_3, relu4_3, relu5_3).
-_VGG_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+# Features are taken after the last conv of each VGG16 block (relu1_2, relu2_2, relu3_3, relu4_3,
+# relu5_3).
 # AlexNet: (stride, padding) of the 5 convs; 3x3 max pools with stride 2 after the first two.
 _ALEX_LAYOUT = ((4, 2), (1, 2), (1, 1), (1, 1), (1, 1))
 
@@ -47,21 +42,22 @@ def _conv(params: dict, stride: int = 1, padding: int = 1) -> nn.Conv2d:
 class _Normalise(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1))
+        # Inputs in [-1, 1] normalised as both networks were trained on.
+        self.register_buffer("shift", torch.tensor(IMAGENET_SHIFT).view(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(IMAGENET_SCALE).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.shift) / self.scale
 
 
 def _block_end(blocks: int) -> int:
-    """Index in _VGG_LAYOUT just past the last conv of block `blocks`."""
-    pools = [i for i, item in enumerate(_VGG_LAYOUT) if item == "M"]
-    return pools[blocks - 1] if blocks <= len(pools) else len(_VGG_LAYOUT)
+    """Index in VGG16_LAYOUT just past the last conv of block `blocks`."""
+    pools = [i for i, item in enumerate(VGG16_LAYOUT) if item == "M"]
+    return pools[blocks - 1] if blocks <= len(pools) else len(VGG16_LAYOUT)
 
 
 def _vgg_convs_needed(blocks: int) -> int:
-    return sum(1 for item in _VGG_LAYOUT[: _block_end(blocks)] if item != "M")
+    return sum(1 for item in VGG16_LAYOUT[: _block_end(blocks)] if item != "M")
 
 
 def save_vgg_convs(path: Path, blocks: int = 3) -> None:
@@ -95,7 +91,7 @@ class VGGFeatures(nn.Module):
         self.normalise = _Normalise()
         layers: list[list[nn.Module]] = [[]]
         convs = iter(range(13))
-        for item in _VGG_LAYOUT[: _block_end(blocks)]:
+        for item in VGG16_LAYOUT[: _block_end(blocks)]:
             if item == "M":
                 layers.append([nn.MaxPool2d(2)])
             else:
@@ -111,6 +107,15 @@ class VGGFeatures(nn.Module):
             x = block(x)
             features.append(x)
         return features
+
+
+def load_imagenet_encoder(net: VGGUNet, weights: Path | None = None) -> None:
+    """`net`'s encoder set to the verified ImageNet VGG16's convs (or an .npz of `save_vgg_convs`)."""
+    blocks = VGGFeatures(blocks=len(net.encoder), weights=weights).blocks
+    source = [m for m in blocks.modules() if isinstance(m, nn.Conv2d)]
+    target = [m for m in net.encoder.modules() if isinstance(m, nn.Conv2d)]
+    for conv, pretrained in zip(target, source, strict=True):
+        conv.load_state_dict(pretrained.state_dict())
 
 
 class PerceptualLoss(nn.Module):

@@ -88,8 +88,9 @@ class TrainConfig:
     # instead of 2.26 s at the same losses); elsewhere autocast is slower than fp32.
     bf16: bool | None = None
     network: UNetConfig | None = None  # None: the stage's default (qmask.model)
-    # Inpainter: VGG16's convs as an .npz (python -m training.perceptual) instead of the asset file,
-    # for machines that cannot take the whole file along (a lent GPU machine).
+    # VGG16's convs as an .npz (python -m training.perceptual) instead of the asset file, for
+    # machines that cannot take the whole file along (a lent GPU machine): the inpainter's
+    # perceptual loss, a "vgg16" segmenter's encoder.
     perceptual_weights: str | None = None
     # Keep an exponential moving average of the trained stage's weights with this decay per step
     # (None: off) and export it instead of the last step's weights. A GAN's generator wanders from
@@ -169,6 +170,7 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
 
 
 def build_step(cfg: TrainConfig) -> SegmenterStep | InpainterStep:
+    vgg = Path(cfg.perceptual_weights) if cfg.perceptual_weights else None
     if cfg.stage == "segmenter":
         critic = cfg.discriminator
         if critic.warmup or critic.init_from or critic.known_only:
@@ -176,9 +178,8 @@ def build_step(cfg: TrainConfig) -> SegmenterStep | InpainterStep:
                 "discriminator.warmup, .init_from and .known_only are for the inpainter: the segmenter has "
                 "no discriminator"
             )
-        return SegmenterStep(cfg.network_config, cfg.loss)
+        return SegmenterStep(cfg.network_config, cfg.loss, vgg)
     if cfg.stage == "inpainter":
-        vgg = Path(cfg.perceptual_weights) if cfg.perceptual_weights else None
         return InpainterStep(
             cfg.network_config,
             cfg.loss,
