@@ -283,9 +283,8 @@ def test_export_adds_a_second_segmenter_whose_mask_the_model_joins_with_the_firs
     assert torch.allclose(got, joined, atol=1e-3)
     card = "\n".join(training_section(model.meta))
     assert card.count("Losses: BCE") == 2 and "'encoder': 'vgg16'" in card
-    # A later export from that file keeps its second segmenter where asked to.
-    shipped = tmp_path / "model.pt"
-    export(shipped, inpainter, "9.4", tmp_path / "next.pt", second_segmenter=shipped)
+    # A later export from that file (a new inpainter beside the shipped segmenters) keeps both.
+    export(tmp_path / "model.pt", inpainter, "9.4", tmp_path / "next.pt")
     _, meta = read_networks(tmp_path / "next.pt")
     assert meta["stages"]["second_segmenter"]["config"]["network"]["encoder"] == "vgg16"
 

@@ -17,7 +17,8 @@ own points trade one for the other (docs/results.md, Training of model 3.7). Its
 `{"average_of": [{"share": ..., <each run's record>}, ...]}`.
 
 `--second-segmenter` adds a segmenter whose mask the pipeline joins with the first's
-(`qmask.model.SegmenterUnion`); from a model file that has one, that one, else its segmenter:
+(`qmask.model.SegmenterUnion`); from a model file that has one, that one, else its segmenter. A
+model file given as `--segmenter` brings its second segmenter along unless another is given:
 
     python -m training.export --segmenter runs/model-3.7.pt --second-segmenter runs/cpu_segmenter_vgg \
         --inpainter runs/model-3.7.pt --version 3.8 -o runs/model-3.8.pt
@@ -100,6 +101,9 @@ def export(
     the inpainter (or several, averaged by `shares`, equal by default)."""
     networks, stages = {}, {}
     networks["segmenter"], stages["segmenter"] = read_stage(segmenter, "segmenter")
+    # A model file's segmenters go together: the pair is the stage 1 it was measured with.
+    if second_segmenter is None and segmenter.is_file() and SECOND_SEGMENTER in read_networks(segmenter)[0]:
+        second_segmenter = segmenter
     if second_segmenter is not None:
         networks[SECOND_SEGMENTER], stages[SECOND_SEGMENTER] = read_stage(second_segmenter, SECOND_SEGMENTER)
     inpainters = inpainter if isinstance(inpainter, list) else [inpainter]
@@ -121,7 +125,8 @@ def main() -> None:
     parser.add_argument(
         "--second-segmenter",
         type=Path,
-        help="a segmenter (a file with one, or a run folder) whose mask is joined with the first's",
+        help="a segmenter (a file with one, or a run folder) whose mask is joined with the first's "
+        "(default: the --segmenter model file's own, if it has one)",
     )
     parser.add_argument(
         "--inpainter",

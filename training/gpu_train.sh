@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train a new inpainter on one GPU for a fixed wall-clock budget and join it with the shipped
-# segmenter into a model file (README, "Training").
+# segmenter(s) into a model file (README, "Training").
 #   training/gpu_train.sh OUT_DIR [MINUTES] [VERSION]
 # Needs cache/gpu/pack.npz (`make gpu-pack`, or `make pack` and a copy) and the VGG16 weights
 # (qmask/assets/vgg16.ckpt, or cache/gpu/vgg16_relu3.npz from `make gpu-pack`). Writes

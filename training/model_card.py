@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from qmask.model import count_parameters, load_model
+from qmask.model import SegmenterUnion, count_parameters, load_model
 
 LICENCE = """## Licence and intended use
 
@@ -161,10 +161,20 @@ def evaluation_section(eval_dir: Path, bench: Path | None, real: Path | None) ->
 def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path | None, out: Path) -> None:
     model = load_model(model_path)
     meta = model.meta
+    segmenters = (
+        list(model.segmenter.members) if isinstance(model.segmenter, SegmenterUnion) else [model.segmenter]
+    )
     parameters = {
-        "segmenter": count_parameters(model.segmenter) / 1e6,
+        "segmenter": " and ".join(
+            f"`{type(s.net).__name__}` {count_parameters(s) / 1e6:.2f}M" for s in segmenters
+        ),
         "inpainter": count_parameters(model.inpainter) / 1e6,
     }
+    joined = (
+        " With two segmenters a pixel is mask where either says so (the larger of their logits)."
+        if len(segmenters) > 1
+        else ""
+    )
     # Beyond the photo's edges the crop is its mirror image, which may show the mask; beyond where
     # the training photos lay, it saw no context (`qmask.align.TRAINING_PHOTO_WINDOW`).
     erased = (
@@ -184,9 +194,9 @@ def write_card(model_path: Path, eval_dir: Path, bench: Path | None, real: Path 
         "",
         "## What it is",
         "",
-        f"- Stage 1, `Segmenter` ({parameters['segmenter']:.2f}M parameters): the mask region on the",
+        f"- Stage 1, `Segmenter` ({parameters['segmenter']} parameters): the mask region on the",
         "  256x256 crop aligned from the eye centres; the probabilities of the crop and its mirror image",
-        "  are averaged.",
+        f"  are averaged.{joined}",
         "- The hole (`qmask.blend`, the pipeline's, not the model file's): the region thresholded, holes",
         "  filled, pieces away from the mouth dropped; a face is edited only when the region covers 8% of",
         "  the crop; then widened to the face's outline from half-way down the nose, the mask's colour",
