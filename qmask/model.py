@@ -140,31 +140,39 @@ IMAGENET_SCALE = (0.458, 0.448, 0.450)
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 
 
+def vgg16_blocks(blocks: int) -> nn.ModuleList:
+    """VGG16's first `blocks` blocks (1-5), untrained: each its convs with ReLUs, every block after
+    the first starting with its 2x2 max pool; the output of block i is the relu{i}_2 or _3 map."""
+    pools = [i for i, item in enumerate(VGG16_LAYOUT) if item == "M"]
+    layers: list[list[nn.Module]] = [[]]
+    c_in = 3
+    for item in VGG16_LAYOUT[: pools[blocks - 1] if blocks <= len(pools) else len(VGG16_LAYOUT)]:
+        if item == "M":
+            layers.append([nn.MaxPool2d(2)])
+        else:
+            layers[-1] += [nn.Conv2d(c_in, item, 3, 1, 1), nn.ReLU(True)]
+            c_in = item
+    return nn.ModuleList(nn.Sequential(*layer) for layer in layers)
+
+
 class VGGUNet(nn.Module):
     """(N, 3, 256, 256) in [-1, 1] -> (N, out_channels, 256, 256) logits, from VGG16's first three
     blocks (to relu3_3) on the crop at half size and a small decoder.
 
-    The segmenter learns only drawn masks, and from random weights it learnt their look: on real
-    photos it stopped at prints, lettering, folds and plastic it had never seen drawn. Features
-    learnt on ImageNet's million photos tell cloth from skin on such textures too, so training
-    leaves them as they are (`requires_grad` off) and fits only the decoder. At half size the
-    encoder costs about as much as the whole `FoldedUNet` segmenter at full size; the mask's
-    outline loses nothing the hole's grow (5 px) would keep.
+    Segmenters learn only drawn masks; from random weights a `FoldedUNet` learnt their look and
+    stopped at real prints, lettering and folds it had never seen drawn. This one starts from
+    features learnt on ImageNet's photos and keeps them as they are (`requires_grad` off), fitting
+    only the decoder: it takes unseen drawn masks and some real ones the `FoldedUNet` misses, and
+    misses others it takes, so model 3.8 joins the two (`SegmenterUnion`). On the crop at half
+    size (the mask's outline loses nothing the hole's 5 px grow would keep) it still costs about
+    four times the `FoldedUNet` segmenter (docs/results.md, "Speed").
     """
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         self.register_buffer("shift", torch.tensor(IMAGENET_SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(IMAGENET_SCALE).view(1, 3, 1, 1))
-        blocks: list[list[nn.Module]] = [[]]
-        c_in = 3
-        for item in VGG16_LAYOUT[: VGG16_LAYOUT.index(256) + 3]:
-            if item == "M":
-                blocks.append([nn.MaxPool2d(2)])
-            else:
-                blocks[-1] += [nn.Conv2d(c_in, item, 3, 1, 1), nn.ReLU(True)]
-                c_in = item
-        self.encoder = nn.ModuleList(nn.Sequential(*block) for block in blocks)
+        self.encoder = vgg16_blocks(3)
         self.encoder.requires_grad_(False)
         top, mid, low = config.max_channels, config.max_channels // 2, config.base_channels
         # Laterals bring each block's features (64 ch at 128 px, 128 at 64, 256 at 32) to the

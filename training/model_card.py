@@ -81,10 +81,12 @@ def _run_lines(title: str, stage: str, record: dict) -> list[str]:
         f"`{config.get('init_from')}`; network {network}."
     ]
     if stage.endswith("segmenter"):
+        # `DataConfig.tight_frame`; records older than the option lack the key.
+        cut = f" (of those cut at the cheek or chin {data['tight_frame']})" if "tight_frame" in data else ""
         lines.append(
             f"  Losses: BCE {loss.get('bce')} + Dice {loss.get('dice')}. Mask styles "
             f"{data.get('mask_styles')}, templates {data.get('template_share')}, bare faces "
-            f"{data.get('unmasked')}."
+            f"{data.get('unmasked')}, mirrored beyond the photo {data.get('mirrored')}{cut}."
         )
         return lines
     lowpass = (

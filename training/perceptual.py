@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qmask.assets import feature_weights
-from qmask.model import IMAGENET_SCALE, IMAGENET_SHIFT, VGG16_LAYOUT, VGGUNet, images_to_tensor
+from qmask.model import IMAGENET_SCALE, IMAGENET_SHIFT, VGGUNet, images_to_tensor, vgg16_blocks
 
 # Features are taken after the last conv of each VGG16 block (relu1_2, relu2_2, relu3_3, relu4_3,
 # relu5_3).
@@ -50,14 +50,8 @@ class _Normalise(nn.Module):
         return (x - self.shift) / self.scale
 
 
-def _block_end(blocks: int) -> int:
-    """Index in VGG16_LAYOUT just past the last conv of block `blocks`."""
-    pools = [i for i, item in enumerate(VGG16_LAYOUT) if item == "M"]
-    return pools[blocks - 1] if blocks <= len(pools) else len(VGG16_LAYOUT)
-
-
 def _vgg_convs_needed(blocks: int) -> int:
-    return sum(1 for item in VGG16_LAYOUT[: _block_end(blocks)] if item != "M")
+    return sum(isinstance(m, nn.Conv2d) for m in vgg16_blocks(blocks).modules())
 
 
 def save_vgg_convs(path: Path, blocks: int = 3) -> None:
@@ -87,16 +81,9 @@ class VGGFeatures(nn.Module):
 
     def __init__(self, blocks: int = 3, weights: Path | None = None) -> None:
         super().__init__()
-        params = _read_vgg_convs(weights) if weights else feature_weights("vgg16")["VGG16_0"]
         self.normalise = _Normalise()
-        layers: list[list[nn.Module]] = [[]]
-        convs = iter(range(13))
-        for item in VGG16_LAYOUT[: _block_end(blocks)]:
-            if item == "M":
-                layers.append([nn.MaxPool2d(2)])
-            else:
-                layers[-1] += [_conv(params[f"Conv_{next(convs)}"]), nn.ReLU(inplace=True)]
-        self.blocks = nn.ModuleList(nn.Sequential(*block) for block in layers)
+        self.blocks = vgg16_blocks(blocks)
+        _load_vgg_convs(self.blocks, weights)
         self.requires_grad_(False)
         self.eval()
 
@@ -109,13 +96,20 @@ class VGGFeatures(nn.Module):
         return features
 
 
+def _load_vgg_convs(blocks: nn.Module, weights: Path | None = None) -> None:
+    """The convs of `blocks` (`vgg16_blocks`) set to the verified ImageNet VGG16's, in order (or
+    those of an .npz from `save_vgg_convs`)."""
+    params = _read_vgg_convs(weights) if weights else feature_weights("vgg16")["VGG16_0"]
+    convs = [m for m in blocks.modules() if isinstance(m, nn.Conv2d)]
+    for i, conv in enumerate(convs):
+        kernel = np.ascontiguousarray(params[f"Conv_{i}"]["kernel"].transpose(3, 2, 0, 1))
+        conv.weight.data.copy_(torch.from_numpy(kernel))
+        conv.bias.data.copy_(torch.from_numpy(np.asarray(params[f"Conv_{i}"]["bias"])))
+
+
 def load_imagenet_encoder(net: VGGUNet, weights: Path | None = None) -> None:
     """`net`'s encoder set to the verified ImageNet VGG16's convs (or an .npz of `save_vgg_convs`)."""
-    blocks = VGGFeatures(blocks=len(net.encoder), weights=weights).blocks
-    source = [m for m in blocks.modules() if isinstance(m, nn.Conv2d)]
-    target = [m for m in net.encoder.modules() if isinstance(m, nn.Conv2d)]
-    for conv, pretrained in zip(target, source, strict=True):
-        conv.load_state_dict(pretrained.state_dict())
+    _load_vgg_convs(net.encoder, weights)
 
 
 class PerceptualLoss(nn.Module):
