@@ -22,10 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from qmask.assets import feature_weights
-from qmask.model import IMAGENET_SCALE, IMAGENET_SHIFT, VGGUNet, images_to_tensor, vgg16_blocks
+from qmask.model import IMAGENET_SCALE, IMAGENET_SHIFT, images_to_tensor, vgg16_blocks
 
-# Features are taken after the last conv of each VGG16 block (relu1_2, relu2_2, relu3_3, relu4_3,
-# relu5_3).
 # AlexNet: (stride, padding) of the 5 convs; 3x3 max pools with stride 2 after the first two.
 _ALEX_LAYOUT = ((4, 2), (1, 2), (1, 1), (1, 1), (1, 1))
 
@@ -76,14 +74,15 @@ def _read_vgg_convs(path: Path) -> dict:
 
 
 class VGGFeatures(nn.Module):
-    """Frozen VGG16 up to block `blocks` (1-5); returns the feature map ending each block.
-    `weights`: an .npz from `save_vgg_convs` instead of the verified asset file."""
+    """Frozen VGG16 up to block `blocks` (1-5); returns the feature map ending each block (relu1_2,
+    relu2_2, relu3_3, relu4_3, relu5_3). `weights`: an .npz from `save_vgg_convs` instead of the
+    verified asset file."""
 
     def __init__(self, blocks: int = 3, weights: Path | None = None) -> None:
         super().__init__()
         self.normalise = _Normalise()
         self.blocks = vgg16_blocks(blocks)
-        _load_vgg_convs(self.blocks, weights)
+        load_vgg_convs(self.blocks, weights)
         self.requires_grad_(False)
         self.eval()
 
@@ -96,20 +95,15 @@ class VGGFeatures(nn.Module):
         return features
 
 
-def _load_vgg_convs(blocks: nn.Module, weights: Path | None = None) -> None:
-    """The convs of `blocks` (`vgg16_blocks`) set to the verified ImageNet VGG16's, in order (or
-    those of an .npz from `save_vgg_convs`)."""
+def load_vgg_convs(blocks: nn.Module, weights: Path | None = None) -> None:
+    """The convs of `blocks` (`qmask.model.vgg16_blocks`, e.g. a `VGGUNet`'s encoder) set to the
+    verified ImageNet VGG16's, in order (or those of an .npz from `save_vgg_convs`)."""
     params = _read_vgg_convs(weights) if weights else feature_weights("vgg16")["VGG16_0"]
     convs = [m for m in blocks.modules() if isinstance(m, nn.Conv2d)]
     for i, conv in enumerate(convs):
         kernel = np.ascontiguousarray(params[f"Conv_{i}"]["kernel"].transpose(3, 2, 0, 1))
         conv.weight.data.copy_(torch.from_numpy(kernel))
         conv.bias.data.copy_(torch.from_numpy(np.asarray(params[f"Conv_{i}"]["bias"])))
-
-
-def load_imagenet_encoder(net: VGGUNet, weights: Path | None = None) -> None:
-    """`net`'s encoder set to the verified ImageNet VGG16's convs (or an .npz of `save_vgg_convs`)."""
-    _load_vgg_convs(net.encoder, weights)
 
 
 class PerceptualLoss(nn.Module):

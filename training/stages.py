@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qmask.model import Inpainter, MultiScaleDiscriminator, Segmenter, UNetConfig, paint, tensor_to_images
-from training.perceptual import PerceptualLoss, load_imagenet_encoder
+from training.perceptual import PerceptualLoss, load_vgg_convs
 
 # The lower face in the crop (rows, columns): the perceptual loss and the fine discriminator
 # look here, where the hole is; elsewhere the composite is the photo itself.
@@ -122,7 +122,7 @@ class SegmenterStep:
     def __init__(self, config: UNetConfig, loss: LossConfig, vgg_weights: Path | None = None) -> None:
         segmenter = Segmenter(config)
         if config.encoder == "vgg16":
-            load_imagenet_encoder(segmenter.net, vgg_weights)
+            load_vgg_convs(segmenter.net.encoder, vgg_weights)
         self.networks: dict[str, nn.Module] = {"segmenter": segmenter}
         self.loss = loss
         self.last: dict[str, torch.Tensor] = {}
