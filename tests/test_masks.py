@@ -174,6 +174,22 @@ def test_every_style_in_the_table_renders(faces: list) -> None:
         assert out.alpha.max() > 0, f"{style}: nothing drawn"
 
 
+def test_a_clear_mask_shows_the_face_through_it_and_is_mask_all_the_same(
+    train: MaskRenderer, faces: list
+) -> None:
+    rng = np.random.default_rng(3)
+    shows_face = []
+    for rgb, mesh in faces:
+        for _ in range(4):
+            out = train.render(rgb, mesh, rng, kind="clear")
+            _check(out, rgb, mesh)  # the truth covers the mouth and the nose tip, not the eyes
+            change = np.abs(out.image.astype(int) - rgb).max(axis=-1)[out.alpha == 1]
+            shows_face.append(float((change < 20).mean()))
+            assert (change > 30).mean() > 0.04, "no opaque trim or cloth"
+    # Clear all over (most of it shows the face) and cloth with a clear window (some of it does).
+    assert max(shows_face) > 0.5 and min(shows_face) < 0.35 and min(shows_face) > 0.04, shows_face
+
+
 def test_the_far_side_of_a_turned_face_ends_at_its_cheek_or_stands_off_it() -> None:
     # Only `far_side` of the face is read; 1: the face is turned to image left, its right cheek away.
     turned, frontal = SimpleNamespace(far_side=1), SimpleNamespace(far_side=-1)
@@ -189,3 +205,4 @@ def test_the_far_side_of_a_turned_face_ends_at_its_cheek_or_stands_off_it() -> N
     in_range = (sides >= -0.03) & (sides <= 0.1)
     at_ear = (sides >= EAR_EXT[0]) & (sides <= EAR_EXT[1])
     assert np.all(in_range | at_ear) and np.all(in_range.sum(axis=1) >= 1)
+

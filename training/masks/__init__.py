@@ -6,14 +6,16 @@ decides how well it finds real ones (the first one-network model, trained on fla
 ghosts of black cloth masks, valved N95s and masks that reach the ears or sit high on the nose).
 Two sources:
 
-* drawn masks: surgical, N95, KN95, cloth (plain, printed, photo textures) and a flat "bench" style,
+* drawn masks: surgical, N95, KN95, cloth (plain, printed, photo textures), scarves, respirators,
+  clear masks and a flat "bench" style,
   shaped on the face mesh from the nose to under the chin across the visible face contour, shaded
   with a lighting direction and exposure read from the photo, with folds, seams, loops and valves;
 * template masks: the RGBA pictures of `mask-templates/`, warped onto the face by a homography
   between six fitting points on the template and on the face (see `fitting_points`).
 
 `MaskRenderer.render` returns the composite and the exact coverage: image = alpha * mask_rgb +
-(1 - alpha) * input, so pixels with alpha == 0 keep their input bytes.
+(1 - alpha) * input, so pixels with alpha == 0 keep their input bytes (a clear mask's film hides
+less of the face than alpha, its coverage, says: it is composited by its own opacity).
 
 Modules, one job each:
 

@@ -17,7 +17,14 @@ class Layer:
     x0: int
     y0: int
     color: np.ndarray  # (h, w, 3) float32, premultiplied by alpha, 0..255
-    alpha: np.ndarray  # (h, w) float32
+    alpha: np.ndarray  # (h, w) float32: how much the layer hides of what lies under it
+    # (h, w) float32: how much of the mask is there (the truth the networks learn), where that is
+    # not `alpha`: clear plastic shows the face through it and is mask all the same. None: `alpha`.
+    coverage: np.ndarray | None = None
+
+    @property
+    def truth(self) -> np.ndarray:
+        return self.alpha if self.coverage is None else self.coverage
 
     @staticmethod
     def empty() -> Layer:
@@ -27,6 +34,8 @@ class Layer:
         """Put this layer over `below`, whose region contains this one's; returns `below`, changed."""
         h, w = self.alpha.shape
         sl = np.s_[self.y0 - below.y0 : self.y0 - below.y0 + h, self.x0 - below.x0 : self.x0 - below.x0 + w]
+        if below.coverage is not None:
+            below.coverage[sl] = self.truth + below.coverage[sl] * (1.0 - self.truth)
         keep = 1.0 - self.alpha
         below.color[sl] = self.color + below.color[sl] * keep[..., None]
         below.alpha[sl] = self.alpha + below.alpha[sl] * keep
@@ -50,6 +59,8 @@ def stack_layers(layers: list[Layer]) -> Layer:
     y1 = max(layer.y0 + layer.alpha.shape[0] for layer in layers)
     h, w = y1 - y0, x1 - x0
     out = Layer(x0, y0, np.zeros((h, w, 3), np.float32), np.zeros((h, w), np.float32))
+    if any(layer.coverage is not None for layer in layers):
+        out.coverage = np.zeros((h, w), np.float32)
     for layer in layers:
         layer.over(out)
     return out
@@ -77,7 +88,8 @@ def _jpeg(mask_rgb: np.ndarray, color: np.ndarray, alpha: np.ndarray, quality: i
 def put_on(
     rgb: np.ndarray, layer: Layer, light: Light, sensor: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Blur and noise the mask like the photo, then image = alpha * mask + (1 - alpha) * input."""
+    """Blur and noise the mask like the photo, then image = alpha * mask + (1 - alpha) * input;
+    returns the image and the mask's coverage (the layer's `truth`, blurred the same way)."""
     h, w = rgb.shape[:2]
     image, alpha_full = rgb.copy(), np.zeros((h, w), np.float32)
     lh, lw = layer.alpha.shape
@@ -93,16 +105,23 @@ def put_on(
     # The photo's softness blurs the mask's edge too (premultiplied, so edges stay clean).
     color = cv2.GaussianBlur(color, (0, 0), light.blur)
     alpha = cv2.GaussianBlur(alpha, (0, 0), light.blur)
+    truth = None if layer.coverage is None else cv2.GaussianBlur(layer.coverage[sl], (0, 0), light.blur)
     mask_rgb = color / np.maximum(alpha, 1e-6)[..., None]
     mask_rgb += _patch(sensor, mask_rgb.shape[:2], rng) * np.float32(light.noise)
     mask_rgb = np.clip(mask_rgb, 0, 255)
     if rng.random() < 0.6:
         mask_rgb = _jpeg(mask_rgb, color, alpha, int(rng.integers(50, 96)))
-    alpha = np.clip(alpha, 0, 1)
-    alpha[alpha < 1 / 512] = 0  # below half a grey level: not mask
-    alpha[alpha > 1 - 1 / 512] = 1
+    alpha = _snapped(alpha)
     a = alpha[..., None]
     roi = image[y0:y1, x0:x1].astype(np.float32)
     image[y0:y1, x0:x1] = np.clip(np.rint(a * mask_rgb + (1 - a) * roi), 0, 255).astype(np.uint8)
-    alpha_full[y0:y1, x0:x1] = alpha
+    alpha_full[y0:y1, x0:x1] = alpha if truth is None else _snapped(truth)
     return image, alpha_full
+
+
+def _snapped(alpha: np.ndarray) -> np.ndarray:
+    """Coverage in [0, 1], exactly 0 below half a grey level (not mask) and exactly 1 above."""
+    alpha = np.clip(alpha, 0, 1)
+    alpha[alpha < 1 / 512] = 0
+    alpha[alpha > 1 - 1 / 512] = 1
+    return alpha

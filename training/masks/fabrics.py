@@ -67,6 +67,18 @@ RESPIRATOR_COLORS = (
     ((228, 224, 210), 0.18),  # white / cream
 )
 
+# Clear masks: the film (faintly grey or blue before lighting), and the trim of a clear mask's rim or
+# the cloth of a mask with a clear window over the mouth.
+CLEAR_FILM_COLORS = (((232, 236, 240), 0.7), ((215, 228, 240), 0.3))
+CLEAR_TRIM_COLORS = (
+    ((236, 238, 240), 0.35),  # white
+    ((228, 218, 196), 0.15),  # cream
+    ((32, 32, 35), 0.2),  # black
+    ((150, 190, 225), 0.15),  # light blue
+    ((228, 180, 196), 0.08),  # pink
+    ((120, 122, 128), 0.07),  # grey
+)
+
 
 def pick(rng: np.random.Generator, options: tuple) -> np.ndarray:
     colors, weights = zip(*options, strict=True)
@@ -179,3 +191,29 @@ def sample_texture(
     mx = (tx * ca + ty * sa) * texels_per_iod + ox
     my = (-tx * sa + ty * ca) * texels_per_iod + oy
     return sample_tiled(tex, mx, my)
+
+
+def clear_plastic(
+    lit: np.ndarray, film: np.ndarray, attrs: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A clear mask from a drawn body: its colour (h, w, 3) and how much of the photo it hides
+    (h, w). `lit` is the body lit as the film colour `film` (so `lit / film` is the light on it);
+    the film lets most of the face through, more opaque where the light glints on it; an opaque
+    trim runs round its rim, or (half of them) the mask is cloth with a clear window over the mouth.
+    The mask covers the whole body all the same: the face behind it is seen through plastic, and
+    real ones (a face window, a clear respirator) were left on by segmenters that never saw one."""
+    u, v = attrs[..., 0], attrs[..., 1]
+    light = lit / np.maximum(film, 1.0)
+    glint = light.mean(axis=-1) / max(float(np.median(light.mean(axis=-1))), 1e-3)
+    film_opacity = np.clip(rng.uniform(0.05, 0.2) * np.clip(glint, 0.3, 3.0) ** 2, 0.0, 0.9)
+    trim = pick(rng, CLEAR_TRIM_COLORS) * rng.uniform(0.95, 1.05, 3)
+    if rng.random() < 0.5:  # a cloth mask with a clear window over the mouth
+        cu, cv, ru, rv = 0.5, rng.uniform(0.5, 0.62), rng.uniform(0.2, 0.32), rng.uniform(0.17, 0.27)
+        inside = np.hypot((u - cu) / ru, (v - cv) / rv)
+        solid = smoothstep(1.0, 0.08, inside)
+    else:  # clear all over, an opaque rim
+        rim = np.minimum(np.minimum(u, 1 - u), np.minimum(v, 1 - v))
+        solid = 1.0 - smoothstep(rng.uniform(0.03, 0.07), 0.02, rim)
+    opacity = solid + (1.0 - solid) * film_opacity
+    color = solid[..., None] * light * trim + (1.0 - solid[..., None]) * lit
+    return np.clip(color, 0, 255).astype(np.float32), opacity.astype(np.float32)

@@ -15,11 +15,13 @@ from training.masks.accessories import cartridges, strap_layer, strap_lines, val
 from training.masks.compositing import Layer, bounding_box, put_on, stack_layers
 from training.masks.fabrics import (
     BENCH_COLORS,
+    CLEAR_FILM_COLORS,
     CLOTH_COLORS,
     KN95_COLORS,
     N95_COLORS,
     RESPIRATOR_COLORS,
     SURGICAL_COLORS,
+    clear_plastic,
     draw_graphic,
     pick,
     print_pattern,
@@ -177,6 +179,10 @@ class MaskRenderer:
             valve(color, attrs, grid, face, light, offset, rng)
         if style == "respirator" and rng.random() < 0.75:  # exhalation valve at the chin
             valve(color, attrs, grid, face, light, offset, rng, at=(0.5, rng.uniform(0.62, 0.72)))
+        body = Layer(x0, y0, color * alpha[..., None], alpha)
+        if style == "clear":
+            color, opacity = clear_plastic(color, base, attrs, rng)
+            body = Layer(x0, y0, color * (alpha * opacity)[..., None], alpha * opacity, coverage=alpha)
         # Bottom to top: straps, cartridges behind the body, the body, cartridges in front.
         under, over = [], []
         fabric = base.reshape(-1, 3).mean(0) if holder == "fabric_loops" else None
@@ -189,7 +195,7 @@ class MaskRenderer:
             fields = (self._grain, self._smooth)
             behind, over = cartridges(face, grid, base[0, 0], light, fields, rng, shape)
             under += behind
-        return stack_layers([*under, Layer(x0, y0, color * alpha[..., None], alpha), *over]), kind
+        return stack_layers([*under, body, *over]), kind
 
     def _fabric(
         self, style: str, attrs: np.ndarray, face: Face, rng: np.random.Generator
@@ -211,6 +217,8 @@ class MaskRenderer:
             color = pick(rng, BENCH_COLORS)
         elif style == "respirator":
             color = pick(rng, RESPIRATOR_COLORS)
+        elif style == "clear":
+            color = pick(rng, CLEAR_FILM_COLORS)
         elif style == "cloth_printed":
             return print_pattern(tx, ty, face.iod, self._smooth, rng), style
         elif style == "cloth_graphic":
