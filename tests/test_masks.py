@@ -18,6 +18,7 @@ from training.masks import (
     RenderedMask,
     fitting_points,
 )
+from training.masks.occluders import occlude
 from training.masks.styles import EAR_EXT, FAR_EXT, STAND_OFF_EXT, STAND_OFF_SHARE, _sides, load_styles
 
 TEMPLATES = DATA / "mask-templates"
@@ -206,3 +207,27 @@ def test_the_far_side_of_a_turned_face_ends_at_its_cheek_or_stands_off_it() -> N
     at_ear = (sides >= EAR_EXT[0]) & (sides <= EAR_EXT[1])
     assert np.all(in_range | at_ear) and np.all(in_range.sum(axis=1) >= 1)
 
+
+def test_hands_and_collars_hide_the_photo_and_its_mask_and_are_never_mask(
+    train: MaskRenderer, faces: list
+) -> None:
+    rng = np.random.default_rng(6)
+    hidden = []
+    for photo, mesh in faces:
+        # On a canvas reaching under the chin, as training shows the photo (a collar sits there).
+        rgb = np.pad(photo, ((0, photo.shape[0] // 2), (0, 0), (0, 0)), mode="edge")
+        for masked in (True, False):
+            drawn = (
+                train.render(rgb, mesh, rng, kind="surgical")
+                if masked
+                else RenderedMask(rgb, np.zeros(rgb.shape[:2], np.float32), "none")
+            )
+            out = occlude(drawn, mesh, rng)
+            changed = np.any(out.image != drawn.image, axis=-1)
+            assert changed.mean() > 0.01, "nothing drawn"
+            assert np.all(out.alpha <= drawn.alpha + 1e-6), "an occluder became mask"
+            # What it left unchanged keeps its truth (a faint edge may round to the same bytes).
+            assert np.allclose(out.alpha[~changed], drawn.alpha[~changed], atol=0.1)
+            hidden.append(bool((out.alpha < drawn.alpha - 0.5).any()))
+            assert masked or not out.alpha.any()
+    assert any(hidden), "no hand or collar hid any of a mask"

@@ -555,6 +555,21 @@ def test_a_tight_frame_cuts_the_segmenters_photo_and_mirrors_its_mask_beyond_the
     assert cuts >= len(whole) - 2
 
 
+def test_occluders_draw_over_the_segmenters_pairs_and_never_add_to_the_truth(tiny_pack):
+    cfg = tiny_config(Path("unused"), tiny_pack, "segmenter")
+    plain = replace(cfg.data, not_a_face=0.0, low_resolution=0.0, flip=False, grayscale=0.0)
+    without = build_dataset(replace(cfg, data=plain))
+    occluded = build_dataset(replace(cfg, data=replace(plain, occluders=1.0)))
+    drawn = 0
+    for index in range(len(without)):
+        before, after = without[index], occluded[index]
+        changed = (after["image"] != before["image"]).any(dim=0)
+        drawn += bool(changed.any())
+        # A hand or a collar hides the mask where it lies over it, and is never mask itself.
+        assert (after["alpha"] <= before["alpha"] + 1e-3).all()
+    assert drawn >= len(without) - 1  # a collar may fall below the crop
+
+
 def test_ema_decay_exports_the_average_of_the_weights_and_resumes_it(tmp_path, tiny_pack, capsys):
     start = train(tiny_config(tmp_path / "start", tiny_pack, steps=1))
     start_state = read_networks(start)[0]["inpainter"][1]

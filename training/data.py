@@ -30,6 +30,7 @@ from qmask.align import (
 from qmask.model import images_to_tensor
 from training.holes import HoleConfig, mask_shaped_hole
 from training.masks import DRAWN_WEIGHTS, TEMPLATE_SHARE, MaskRenderer, RenderedMask
+from training.masks.occluders import occlude
 from training.pack import FacePack
 
 Config = TypeVar("Config")
@@ -62,6 +63,11 @@ class DataConfig:
     # another photo or a plain colour, as the detector's rare false faces (a patch of skin, a dark
     # background, enlarged from a few pixels) reach the segmenter, which took them for masked.
     not_a_face: float = 0.05
+    # Segmenter: share of pairs, masked or bare, with a hand at the face or a collar at the neck drawn
+    # over the photo and its mask, never part of the truth (`training.masks.occluders`): real photos
+    # show both, and hands, dark collars and turtlenecks were taken for mask. (0: no draw, so runs
+    # without them keep their pairs.)
+    occluders: float = 0.0
     # Segmenter: the mix of drawn mask styles (training/masks/styles.yaml has them and their default
     # weights) and the share of the mask templates, written into each run's config.yaml.
     mask_styles: dict[str, float] = field(default_factory=lambda: dict(DRAWN_WEIGHTS))
@@ -211,6 +217,8 @@ class MaskedFaceDataset(_PackDataset):
             drawn = RenderedMask(image=rgb, alpha=np.zeros(rgb.shape[:2], np.float32), kind="none")
         else:
             drawn = self.renderer.render(rgb, mesh, rng)
+        if self.config.occluders > 0 and rng.random() < self.config.occluders:
+            drawn = occlude(drawn, mesh, rng)
         # No draw without tight frames, so runs without them keep their pairs (and their seeds' results).
         if mirrored and self.config.tight_frame > 0 and rng.random() < self.config.tight_frame:
             drawn, matrix = self._cut_photo(drawn, matrix, rng)

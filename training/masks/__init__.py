@@ -26,6 +26,7 @@ Modules, one job each:
 * `light`: the photo's light, mask materials and shading;
 * `fabrics`: colours, printed patterns, graphics and photo textures of the fabric;
 * `accessories`: ear loops, head straps, valves and respirator cartridges;
+* `occluders`: hands and collars drawn over the photo, never mask (the segmenter's hard negatives);
 * `templates`: the template pictures' split, config and fitting;
 * `compositing`: layers, and putting the mask on the photo like the photo's camera would;
 * `filters`: small sampling and smoothing helpers the others share.
