@@ -80,8 +80,8 @@ def _hand(
         cv2.LINE_AA,
     )
     # The forearm, out past the photo's edge.
-    cv2.line(canvas, tuple(_pts(palm_centre)), tuple(_pts(palm_centre - direction * 3 * s)), 255,
-             int(width * 0.8 * SUPERSAMPLE), cv2.LINE_AA)  # fmt: skip
+    elbow = tuple(_pts(palm_centre - direction * 3 * s))
+    cv2.line(canvas, tuple(_pts(palm_centre)), elbow, 255, int(width * 0.8 * SUPERSAMPLE), cv2.LINE_AA)
     finger = width / 4
     for k, reach in enumerate(rng.uniform(0.7, 1.0, 4) * np.array([0.85, 1.0, 0.95, 0.75])):
         base = knuckles + across * (k - 1.5) * finger
