@@ -550,9 +550,7 @@ def test_a_tight_frame_cuts_the_segmenters_photo_and_mirrors_its_mask_beyond_the
         mask_past_cut = (after["alpha"][0] > 0.5) & ~inside_after & inside_before
         changed = (after["image"] != before["image"]).any(dim=0)
         assert not mask_past_cut.any() or changed[mask_past_cut].any()
-    # A cut may fall past the photo's own edge (a bottom cut under a low chin): 2 of these 8 do
-    # since the clear style joined the mix and moved the random draws.
-    assert cuts >= len(whole) - 2
+    assert cuts >= len(whole) - 1  # rarely a cut falls past the photo's own edge
 
 
 def test_occluders_draw_over_the_segmenters_pairs_and_never_add_to_the_truth(tiny_pack):
