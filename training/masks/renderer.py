@@ -179,10 +179,11 @@ class MaskRenderer:
             valve(color, attrs, grid, face, light, offset, rng)
         if style == "respirator" and rng.random() < 0.75:  # exhalation valve at the chin
             valve(color, attrs, grid, face, light, offset, rng, at=(0.5, rng.uniform(0.62, 0.72)))
-        body = Layer(x0, y0, color * alpha[..., None], alpha)
-        if style == "clear":
+        if style == "clear":  # hides less of the face than it covers
             color, opacity = clear_plastic(color, base, attrs, rng)
             body = Layer(x0, y0, color * (alpha * opacity)[..., None], alpha * opacity, coverage=alpha)
+        else:
+            body = Layer(x0, y0, color * alpha[..., None], alpha)
         # Bottom to top: straps, cartridges behind the body, the body, cartridges in front.
         under, over = [], []
         fabric = base.reshape(-1, 3).mean(0) if holder == "fabric_loops" else None
