@@ -31,7 +31,7 @@ def test_evaluate_runs_on_a_tiny_set(tmp_path, tiny_model):
     methods = result["templates"]
     assert set(methods) == {"ours", "telea", "navier_stokes", "copy_input"}
     for name, metrics in methods.items():
-        assert set(metrics) == {"psnr", "ssim", "psnr_mask", "l1_mask", "lpips", "mask_iou"}
+        assert set(metrics) == {"psnr", "ssim", "psnr_mask", "l1_mask", "lpips", "mask_iou", "thin_recall"}
         assert 0 < metrics["ssim"] <= 1 and 0 <= metrics["lpips"] < 1, name
     # Inpainting with the true mask must beat leaving the mask in place.
     assert methods["telea"]["psnr_mask"] > methods["copy_input"]["psnr_mask"]

@@ -21,7 +21,7 @@ from training.export import export, read_stage
 from training.landmarks import compute_landmarks, list_images
 from training.pack import FacePack, build_pack, is_heldout
 from training.perceptual import VGGFeatures
-from training.stages import lowpass_errors
+from training.stages import LossConfig, lowpass_errors, segmenter_bce, thin_parts
 from training.train import TrainConfig, build_dataset, build_step, learning_rate, train
 
 TINY = REPO / "training" / "configs" / "tiny.yaml"
@@ -611,6 +611,22 @@ def test_the_lowpass_l1_sees_colour_offsets_in_the_painted_area_but_not_detail()
     assert l1(image + painted * 0.2) == pytest.approx(0.2, abs=1e-5)
     # Outside the painted area nothing counts.
     assert l1(image + (1 - painted) * 0.5) == pytest.approx(0, abs=1e-6)
+
+
+def test_a_masks_thin_parts_are_its_loops_not_its_body_and_cost_more_when_missed_with_a_thin_weight():
+    body, loop = torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64)
+    body[..., 20:50, 10:40] = 1
+    loop[..., 30:32, 40:60] = 1  # a 2 px ear loop leaving the mask's side
+    mask = body + loop
+    assert torch.equal(thin_parts(mask, 7), loop)
+    # A prediction of the body alone (the loop missed) against one missing as many body pixels.
+    body_only = (body * 2 - 1) * 6
+    corner_missed = (mask * 2 - 1) * 6
+    corner_missed[..., 20:22, 10:30] = -6
+    plain, weighted = LossConfig(), LossConfig(thin=10)
+    missed_loop, missed_corner = (segmenter_bce(x, mask, plain).item() for x in (body_only, corner_missed))
+    assert missed_loop == pytest.approx(missed_corner)
+    assert segmenter_bce(body_only, mask, weighted) > 5 * segmenter_bce(corner_missed, mask, weighted)
 
 
 def test_the_squared_lowpass_error_weighs_one_square_far_off_more_than_many_a_little():

@@ -8,7 +8,8 @@ used in training (`templates`). Methods: ours (the pipeline's own stages on the 
 segment, plan the edit with the product's thresholds, inpaint, blend), OpenCV Telea and
 Navier-Stokes inpainting given the true mask, and copying the input. Metrics: PSNR and SSIM over
 the crop, PSNR and L1 (0-255) inside the mask, LPIPS (AlexNet) over the crop, IoU of the predicted
-mask region, all counted inside the photo only (the crop mirrors it beyond its edges). With
+mask region and the share of the mask's thin parts (ear loops, straps; `training.stages.thin_parts`)
+it takes in, all counted inside the photo only (the crop mirrors it beyond its edges). With
 `--groups` (UTKFace-named files) it also reports ours per race and age group on the slice of the
 training folder that training never sees.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -32,11 +34,13 @@ from training.landmarks import list_images, load_landmarks
 from training.masks import MaskRenderer
 from training.pack import is_heldout
 from training.perceptual import LPIPS
+from training.stages import thin_parts
 
 DEFAULT_TEMPLATES = Path("../shared/data/mask-templates")
 RACES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
 AGE_GROUPS = ((0, 17, "0-17"), (18, 39, "18-39"), (40, 64, "40-64"), (65, 200, "65+"))
-METRICS = ("psnr", "ssim", "psnr_mask", "l1_mask", "lpips", "mask_iou")
+METRICS = ("psnr", "ssim", "psnr_mask", "l1_mask", "lpips", "mask_iou", "thin_recall")
+THIN_PX = 7  # as training.stages.LossConfig.thin_px
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,15 +62,24 @@ def psnr(mse: float) -> float:
 
 
 def score(
-    pred: np.ndarray, truth: np.ndarray, mask: np.ndarray, pred_mask: np.ndarray | None, lpips: LPIPS
+    pred: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    pred_mask: np.ndarray | None,
+    lpips: LPIPS,
+    thin: np.ndarray | None = None,
 ) -> dict:
+    """`thin`: the mask's thin parts, whose share within `pred_mask` is `thin_recall` (None where
+    there are none or no predicted mask)."""
     err = (pred.astype(np.float64) - truth.astype(np.float64)) ** 2
     inside = mask[..., None].astype(np.float64)
     n = max(3 * inside.sum(), 1.0)
-    iou = None
+    iou = thin_recall = None
     if pred_mask is not None:
         union = np.logical_or(pred_mask, mask).sum()
         iou = float(np.logical_and(pred_mask, mask).sum() / union) if union else 1.0
+        if thin is not None and thin.any():
+            thin_recall = float(pred_mask[thin].mean())
     return {
         "psnr": psnr(err.mean()),
         "ssim": ssim(pred, truth),
@@ -74,6 +87,7 @@ def score(
         "l1_mask": float((np.sqrt(err) * inside).sum() / n),
         "lpips": lpips.images(pred, truth),
         "mask_iou": iou,
+        "thin_recall": thin_recall,
     }
 
 
@@ -145,13 +159,15 @@ def evaluate(
         masked, mask = warp_to_crop(drawn.image, matrix), warp_to_crop(drawn.alpha, matrix) > 0.5
         # Only the photo is scored: around it the crop is a mirror image of it, nobody's face.
         inside = aligned.inside > 0.5
+        thin = thin_parts(torch.from_numpy(mask[None, None].astype(np.float32)), THIN_PX)[0, 0].numpy() > 0
         bare_edited.append(methods.edits_bare_face(truth))
         # The mesh of the photo without its mask (as cached): the pipeline fits it on the masked
         # photo, where it is a little less sure of the jaw.
         crop_mesh = transform_points(mesh, matrix)
         for name, (pred, pred_mask) in methods(masked, mask, inside, crop_mesh).items():
             pred = np.where(inside[..., None], pred, truth)
-            row = score(pred, truth, mask & inside, None if pred_mask is None else pred_mask & inside, lpips)
+            pred_mask = None if pred_mask is None else pred_mask & inside
+            row = score(pred, truth, mask & inside, pred_mask, lpips, thin & inside)
             per_method[name].append(row)
             if name == "ours":
                 per_style[mask_style(drawn.kind)].append(row)
@@ -165,6 +181,7 @@ def evaluate(
         style: {
             "n": len(rows),
             "mask_iou": mean_metrics(rows)["mask_iou"],
+            "thin_recall": mean_metrics(rows)["thin_recall"],
             "psnr_mask": mean_metrics(rows)["psnr_mask"],
         }
         for style, rows in sorted(per_style.items())
@@ -199,13 +216,14 @@ def mean_metrics(rows: list[dict]) -> dict:
 
 def markdown_table(result: dict, masks: str) -> str:
     lines = [
-        f"| method ({masks} masks) | PSNR | SSIM | PSNR in mask | L1 in mask | LPIPS | mask IoU |",
-        "|---|---|---|---|---|---|---|",
+        f"| method ({masks} masks) | PSNR | SSIM | PSNR in mask | L1 in mask | LPIPS | mask IoU "
+        "| thin parts taken |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in result[masks].items():
         cells = [
             f"{m[k]:.4f}"
-            if k in ("ssim", "lpips", "mask_iou") and m[k] is not None
+            if k in ("ssim", "lpips", "mask_iou", "thin_recall") and m[k] is not None
             else ("—" if m[k] is None else f"{m[k]:.2f}")
             for k in METRICS
         ]
@@ -216,9 +234,14 @@ def markdown_table(result: dict, masks: str) -> str:
             f"The same faces without a mask: ours repaints {result['bare_faces_edited']:.1%} of them.",
         ]
     if result.get("styles"):
-        lines += ["", "| mask style (ours) | n | mask IoU | PSNR in mask |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "| mask style (ours) | n | mask IoU | thin parts taken | PSNR in mask |",
+            "|---|---|---|---|---|",
+        ]
         for style, m in result["styles"].items():
-            lines.append(f"| {style} | {m['n']} | {m['mask_iou']:.4f} | {m['psnr_mask']:.2f} |")
+            thin = "—" if m["thin_recall"] is None else f"{m['thin_recall']:.4f}"
+            lines.append(f"| {style} | {m['n']} | {m['mask_iou']:.4f} | {thin} | {m['psnr_mask']:.2f} |")
     if "groups" in result:
         lines += [
             "",
