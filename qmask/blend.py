@@ -3,8 +3,8 @@
 From the segmenter's mask probabilities to an `Edit`: the solid mask region (holes filled, only
 pieces that reach the mouth area), whether the face is edited at all, the region widened to the
 face's outline from the mesh (a mask runs from cheek to cheek), the mask's colour followed up the
-nose, the top edge made symmetric on a frontal face, the blend weight (the region grown
-at full weight, then feathered) and the hole the inpainter paints (where the weight is 1).
+nose, the top edge made symmetric on a frontal face, the ear loops beside it, the blend weight (the
+region grown at full weight, then feathered) and the hole the inpainter paints (where the weight is 1).
 Then the painted face is toned like the photo when the photo is monochrome.
 """
 
@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from qmask.align import CROP_SIZE, mesh_eyes
+from qmask.loops import ear_loops
 from qmask.mesh_points import FACE_OUTLINE, NOSE_AREA, NOSE_TIP
 
 # Between nose tip and mouth in the crop (x0, y0, x1, y1), with room for turned faces.
@@ -66,6 +67,11 @@ class BlendConfig:
     # around them (OpenCV's Telea, this radius in crop pixels; None: off): from the painted face
     # within the window and the photo beyond the edit.
     unseen_fill_px: float | None = 7.0
+    # Ear loops beside the edit (`qmask.loops.ear_loops`) are erased with the mask where a thin
+    # line runs from the mask's side corner toward the ear, brighter or darker than both its sides
+    # by at least this (median grey levels; None: off). The loops the real photos keep stand out by
+    # 16-50; at 15, 4 of the frozen bench's 300 photos (which have none) show a line there.
+    ear_loop_min_contrast: float | None = 15.0
 
 
 @dataclass
@@ -266,9 +272,9 @@ def plan_edit(
     """The region, the edit decision and the blend weight for one face's mask probabilities;
     `crop_mesh` (478 points in crop pixels, or None where the mesh was not fitted) widens the
     region to the face's outline within the photo (`inside`, see `qmask.align.inside_photo`) and,
-    with the `crop` itself, follows the mask's colour up the nose and under the eyes and makes the
-    top edge symmetric where the other side says the mask goes higher. The
-    decision is the segmenter's alone: a bare face is never widened into an edit."""
+    with the `crop` itself, follows the mask's colour up the nose and under the eyes, makes the
+    top edge symmetric where the other side says the mask goes higher and takes the ear loops
+    beside the mask. The decision is the segmenter's alone: a bare face is never widened into an edit."""
     region = mask_region(mask_prob, config.mask_threshold)
     fraction = float(region.mean())
     edited = fraction >= config.min_mask_fraction
@@ -281,6 +287,10 @@ def plan_edit(
         )
     if edited and crop_mesh is not None and crop is not None and config.symmetric_top_max_yaw is not None:
         edit_region = symmetric_top(edit_region, crop, crop_mesh, config.symmetric_top_max_yaw, inside)
+    if edited and crop_mesh is not None and crop is not None and config.ear_loop_min_contrast is not None:
+        grown = blend_weight(edit_region, config.grow_px, config.feather_px) >= 1
+        loops = ear_loops(crop, region, grown, crop_mesh, config.ear_loop_min_contrast, inside)
+        edit_region = np.maximum(edit_region, loops)
     weight = (
         blend_weight(edit_region, config.grow_px, config.feather_px)
         if edited

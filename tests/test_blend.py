@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import cv2
 import numpy as np
 
@@ -14,6 +16,7 @@ from qmask.blend import (
     plan_edit,
     symmetric_top,
 )
+from qmask.loops import EAR_POINTS, ear_loops, ridge_strength, strongest_path
 from qmask.mesh_points import FACE_OUTLINE, NOSE_AREA, NOSE_TIP
 from tests.conftest import BENCH, REAL_MASKED, load_rgb
 
@@ -136,8 +139,9 @@ def test_the_hole_follows_the_mask_colour_up_the_nose_and_under_the_eyes_but_no_
     crop[eye_row - 4 : tip_row - 12, 66:92] = 235  # and its top edge on a cheek, up into the eye
     prob = np.zeros((256, 256), np.float32)
     prob[tip_row - 12 :, 60:196] = 1.0  # the segmenter saw the mask up to just above the nose tip
-    config = BlendConfig(grow_px=0, feather_px=1, symmetric_top_max_yaw=None)
-    off = BlendConfig(grow_px=0, feather_px=1, mask_colour_distance=None, symmetric_top_max_yaw=None)
+    # The painted mask's straight edges would pass for ear loops; only the colour rule is tested.
+    config = BlendConfig(grow_px=0, feather_px=1, symmetric_top_max_yaw=None, ear_loop_min_contrast=None)
+    off = replace(config, mask_colour_distance=None)
     followed, plain = (
         plan_edit(prob, config, crop_mesh, crop=crop),
         plan_edit(prob, off, crop_mesh, crop=crop),
@@ -224,3 +228,25 @@ def test_what_the_inpainter_painted_blind_is_filled_from_around_it():
     mirrored[outside] = 255
     filled = fill_unseen(mirrored, painted, weight, unseen, radius=5, outside=outside)
     assert ((filled[unseen] >= low) & (filled[unseen] <= high)).all()
+
+
+def test_the_strongest_path_follows_a_thin_line_from_corner_to_ear_and_a_loop_needs_one():
+    crop = np.full((256, 256, 3), 150, np.uint8)
+    line = np.array([[180, 120], [200, 108], [215, 104], [235, 96]], np.int32)  # a loop rising to the ear
+    cv2.polylines(crop, [line], False, (250, 250, 250), 2)
+    bright, dark = ridge_strength(crop)
+    path = strongest_path(bright, np.array([180.0, 120.0]), np.array([235.0, 90.0]), band_end=17)
+    drawn = np.zeros((256, 256), np.uint8)
+    cv2.polylines(drawn, [line], False, 1, 2)
+    near = cv2.dilate(drawn, np.ones((5, 5), np.uint8))
+    assert near[path[:, 1], path[:, 0]].all()  # within 2 px of the line all the way
+    assert bright[path[:, 1], path[:, 0]].mean() > 30 > dark[path[:, 1], path[:, 0]].mean()
+    # From a mask region whose right corner the line leaves, to a mesh whose ear point is at its end.
+    region = np.zeros((256, 256), np.uint8)
+    region[118:200, 80:180] = 1
+    mesh = np.zeros((478, 2))
+    mesh[EAR_POINTS[0]], mesh[EAR_POINTS[1]] = (20.0, 110.0), (230.0, 110.0)
+    found = ear_loops(crop, region, region.astype(bool), mesh, min_contrast=15)
+    assert found[104, 215] and not found[:, :176].any()  # the loop, and nothing on the left
+    plain = np.full_like(crop, 150)
+    assert not ear_loops(plain, region, region.astype(bool), mesh, min_contrast=15).any()
