@@ -287,16 +287,14 @@ def plan_edit(
         )
     if edited and crop_mesh is not None and crop is not None and config.symmetric_top_max_yaw is not None:
         edit_region = symmetric_top(edit_region, crop, crop_mesh, config.symmetric_top_max_yaw, inside)
-    if edited and crop_mesh is not None and crop is not None and config.ear_loop_min_contrast is not None:
-        grown = blend_weight(edit_region, config.grow_px, config.feather_px) >= 1
-        loops = ear_loops(crop, region, grown, crop_mesh, config.ear_loop_min_contrast, inside)
-        edit_region = np.maximum(edit_region, loops)
-    weight = (
-        blend_weight(edit_region, config.grow_px, config.feather_px)
-        if edited
-        else np.zeros(region.shape, np.float32)
-    )
-    return Edit(region=region, fraction=fraction, edited=edited, weight=weight)
+    if not edited:
+        return Edit(region=region, fraction=fraction, edited=False, weight=np.zeros(region.shape, np.float32))
+    weight = blend_weight(edit_region, config.grow_px, config.feather_px)
+    if crop_mesh is not None and crop is not None and config.ear_loop_min_contrast is not None:
+        loops = ear_loops(crop, region, weight >= 1, crop_mesh, config.ear_loop_min_contrast, inside)
+        if loops.any():  # the weight of the region and the loops together: the larger of the two
+            weight = np.maximum(weight, blend_weight(loops, config.grow_px, config.feather_px))
+    return Edit(region=region, fraction=fraction, edited=True, weight=weight)
 
 
 def blend(crop: np.ndarray, face: np.ndarray, weight: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Ear loops and straps beside the mask, in the canonical crop.
+"""Ear loops beside the mask, in the canonical crop.
 
 The segmenter seldom takes a mask's ear loops: a line one or two photo pixels wide that leaves the
 mask's side and runs over the cheek to the ear. Left in place, it is the remnant seen most often on

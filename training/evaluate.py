@@ -34,13 +34,12 @@ from training.landmarks import list_images, load_landmarks
 from training.masks import MaskRenderer
 from training.pack import is_heldout
 from training.perceptual import LPIPS
-from training.stages import thin_parts
+from training.stages import LossConfig, thin_parts
 
 DEFAULT_TEMPLATES = Path("../shared/data/mask-templates")
 RACES = {0: "white", 1: "black", 2: "asian", 3: "indian", 4: "others"}
 AGE_GROUPS = ((0, 17, "0-17"), (18, 39, "18-39"), (40, 64, "40-64"), (65, 200, "65+"))
 METRICS = ("psnr", "ssim", "psnr_mask", "l1_mask", "lpips", "mask_iou", "thin_recall")
-THIN_PX = 7  # as training.stages.LossConfig.thin_px
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -159,7 +158,8 @@ def evaluate(
         masked, mask = warp_to_crop(drawn.image, matrix), warp_to_crop(drawn.alpha, matrix) > 0.5
         # Only the photo is scored: around it the crop is a mirror image of it, nobody's face.
         inside = aligned.inside > 0.5
-        thin = thin_parts(torch.from_numpy(mask[None, None].astype(np.float32)), THIN_PX)[0, 0].numpy() > 0
+        as_plane = torch.from_numpy(mask[None, None].astype(np.float32))
+        thin = thin_parts(as_plane, LossConfig().thin_px)[0, 0].numpy() > 0
         bare_edited.append(methods.edits_bare_face(truth))
         # The mesh of the photo without its mask (as cached): the pipeline fits it on the masked
         # photo, where it is a little less sure of the jaw.
