@@ -25,11 +25,13 @@ CANONICAL_EYES = np.array([[100.0, 92.0], [156.0, 92.0]])
 TRAINING_PHOTO_WINDOW = (44, 41, 213, 210)
 
 
-def training_window(size: int = CROP_SIZE) -> np.ndarray:
-    """(size, size) bool: the crop's pixels within `TRAINING_PHOTO_WINDOW`."""
+def training_window(size: int = CROP_SIZE, inset_x: int = 0) -> np.ndarray:
+    """(size, size) bool: the crop's pixels within `TRAINING_PHOTO_WINDOW`, less `inset_x` columns
+    (in pixels of a `CROP_SIZE` crop) at its left and right edges."""
     x0, y0, x1, y1 = (round(v * size / CROP_SIZE) for v in TRAINING_PHOTO_WINDOW)
+    inset = round(inset_x * size / CROP_SIZE)
     window = np.zeros((size, size), bool)
-    window[y0:y1, x0:x1] = True
+    window[y0:y1, x0 + inset : x1 - inset] = True
     return window
 
 

@@ -198,12 +198,13 @@ class UnmaskPipeline:
         erased: np.ndarray | None = None,
     ) -> np.ndarray:
         """Stage 2: the faces painted into each edit's hole (N, 256, 256, 3) uint8, toned like the
-        photo when it is monochrome, what it painted blind beyond its training photos' window
-        filled from around it (`BlendConfig.unseen_fill_px`). `inside` (N, 256, 256) marks crop
-        pixels that come from the photo, not from its mirrored surroundings (`inside_photo`); it
-        helps tell grey photos, keeps mirrored pixels out of the tone, and says what else the
-        inpainter gets erased: `erased`, `inpainter_erased` of the holes and `inside`, worked out
-        here unless the caller has it already."""
+        photo when it is monochrome, what it painted blind beyond its training photos' window (and
+        just inside its sides) filled from around it (`BlendConfig.unseen_fill_px`,
+        `unseen_inset_px`). `inside` (N, 256, 256) marks crop pixels that come from the photo, not
+        from its mirrored surroundings (`inside_photo`); it helps tell grey photos, keeps mirrored
+        pixels out of the tone, and says what else the inpainter gets erased: `erased`,
+        `inpainter_erased` of the holes and `inside`, worked out here unless the caller has it
+        already."""
         holes = np.stack([edit.hole for edit in edits])
         if erased is None:
             erased = self.inpainter_erased(holes, inside)
@@ -222,13 +223,15 @@ class UnmaskPipeline:
         radius = self.config.blend.unseen_fill_px
         if radius is None or not self.model.inpainter_erases_outside_photo:
             return painted
-        beyond = ~training_window(crops.shape[1])
+        beyond = ~training_window(crops.shape[1], self.config.blend.unseen_inset_px)
         for i, edit in enumerate(edits):
             outside = None if inside is None else inside[i] <= 0.5
             unseen = (edit.weight > 0) & beyond
             if outside is not None:
                 unseen &= ~outside
-            painted[i] = fill_unseen(crops[i], painted[i], edit.weight, unseen, radius, outside)
+            painted[i] = fill_unseen(
+                crops[i], painted[i], edit.weight, unseen, radius, outside, self.config.blend.unseen_fade_px
+            )
         return painted
 
     def unmask_crops(

@@ -13,6 +13,7 @@ from qmask.blend import (
     fill_unseen,
     mask_region,
     match_monochrome,
+    meet_border,
     plan_edit,
     symmetric_top,
 )
@@ -228,6 +229,21 @@ def test_what_the_inpainter_painted_blind_is_filled_from_around_it():
     mirrored[outside] = 255
     filled = fill_unseen(mirrored, painted, weight, unseen, radius=5, outside=outside)
     assert ((filled[unseen] >= low) & (filled[unseen] <= high)).all()
+
+
+def test_a_fill_is_moved_to_meet_the_pixels_it_borders_and_fades_back_to_itself():
+    unseen = np.zeros((40, 60), bool)
+    unseen[:, 30:] = True
+    fill = np.full((40, 60, 3), 150, np.float32)  # a fill lighter than...
+    around = np.full((40, 60, 3), 100, np.float32)  # ...the painted face it borders
+    met = meet_border(fill, around, unseen, ~unseen, fade_px=4)
+    # The step of 50 at the border, added back fading with the distance from it: 1 px in,
+    # exp(-1/4) of it is left; 20 px in, almost none.
+    assert np.allclose(met[:, 30], 150 - 50 * np.exp(-1 / 4), atol=0.01)
+    assert np.allclose(met[:, 50], 150 - 50 * np.exp(-21 / 4), atol=0.01)
+    assert (np.diff(met[:, 30:, 0], axis=1) > 0).all()  # rising steadily back to the fill
+    # Mirrored pixels are not a border to meet (`known` leaves them out), and no border, no move.
+    assert np.array_equal(meet_border(fill, around, unseen, np.zeros_like(unseen), 4), fill)
 
 
 def test_the_strongest_path_follows_a_thin_line_from_corner_to_ear_and_a_loop_needs_one():
