@@ -98,7 +98,8 @@ class CropResult:
     crop: np.ndarray  # what the networks saw (256x256x3 uint8)
     mask_prob: np.ndarray  # segmenter's probabilities (256x256 float32)
     edit: Edit
-    painted: np.ndarray | None  # the inpainter's face (toned like the photo), None when not edited
+    # the inpainter's face (toned like the photo; the crop itself beyond the edit), None when not edited
+    painted: np.ndarray | None
     # What the inpainter got erased (256x256 float32, 1: erased), None when not edited
     erased: np.ndarray | None = None
 
@@ -221,17 +222,21 @@ class UnmaskPipeline:
             photo &= inside > 0.5
         painted = match_monochrome(crops, painted, photo)
         radius = self.config.blend.unseen_fill_px
-        if radius is None or not self.model.inpainter_erases_outside_photo:
-            return painted
-        beyond = ~training_window(crops.shape[1], self.config.blend.unseen_inset_px)
-        for i, edit in enumerate(edits):
-            outside = None if inside is None else inside[i] <= 0.5
-            unseen = (edit.weight > 0) & beyond
-            if outside is not None:
-                unseen &= ~outside
-            painted[i] = fill_unseen(
-                crops[i], painted[i], edit.weight, unseen, radius, outside, self.config.blend.unseen_fade_px
-            )
+        if radius is not None and self.model.inpainter_erases_outside_photo:
+            beyond = ~training_window(crops.shape[1], self.config.blend.unseen_inset_px)
+            fade = self.config.blend.unseen_fade_px
+            for i, edit in enumerate(edits):
+                outside = None if inside is None else inside[i] <= 0.5
+                unseen = (edit.weight > 0) & beyond
+                if outside is not None:
+                    unseen &= ~outside
+                painted[i] = fill_unseen(crops[i], painted[i], edit.weight, unseen, radius, outside, fade)
+        # Beyond the edit the face is the crop's own pixels: paste-back interpolates between each
+        # pixel of the edit's outline and its neighbours beyond, and what the inpainter painted there
+        # (blind beyond the window) showed as a thin light line along the outline (449 by the ear).
+        for face, crop, edit in zip(painted, crops, edits, strict=True):
+            beyond_edit = edit.weight <= 0
+            face[beyond_edit] = crop[beyond_edit]
         return painted
 
     def unmask_crops(

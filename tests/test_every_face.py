@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from qmask.align import TRAINING_PHOTO_WINDOW, eyes_to_crop, inside_photo, training_window, warp_to_crop
+from qmask.align import (
+    TRAINING_PHOTO_WINDOW,
+    eyes_to_crop,
+    inside_photo,
+    invert,
+    training_window,
+    warp_to_crop,
+)
 from qmask.blend import BlendConfig
 from qmask.loops import ridge_strength
 from qmask.pipeline import FaceResult, PipelineConfig, UnmaskPipeline
@@ -166,6 +173,29 @@ def test_no_dark_line_where_the_painted_cheek_meets_the_fill_beyond_the_window(n
     # Measured with model 3.8's networks: 6.4 and 5.7 grey levels before, 2.3 and 1.6 after.
     assert depths["before"] >= 4.5
     assert depths["now"] <= 3.0, f"a line {depths['now']:.1f} levels deep is left"
+
+
+def test_no_light_line_along_the_edits_outline_beside_the_ear(pipeline):
+    # Paste-back interpolates between each pixel of the edit's outline and its neighbours beyond,
+    # where the inpainter had painted blind (beyond its window): a thin light line ran round the
+    # edit by 449's ear (63 pixels of the outline stood 5+ grey levels above everything within 2 px
+    # on both sides with model 3.8). Beyond the edit the painted face is now the crop's own pixels.
+    photo = load_rgb(REAL_MASKED / "449.png")
+    result = pipeline.unmask_array(photo, debug=True)
+    (crop,) = result.debug
+    beyond_edit = crop.edit.weight <= 0
+    assert np.array_equal(crop.painted[beyond_edit], crop.crop[beyond_edit])
+    matrix = eyes_to_crop(pipeline.detect(photo)[0].eyes)
+    weight = cv2.warpAffine(crop.edit.weight, invert(matrix), photo.shape[1::-1], flags=cv2.INTER_LINEAR)
+    grey_out = cv2.cvtColor(result.image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    grey_in = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    near = np.ones((5, 5), np.uint8)
+    # The lightest pixel within 2 px on each side of the outline: the edit's inside, the photo beyond.
+    inside_max = cv2.dilate(np.where(weight >= 0.95, grey_out, -1), near)
+    beyond_max = cv2.dilate(np.where(weight <= 0.05, grey_in, -1), near)
+    outline = (weight > 0.05) & (weight < 0.95) & (inside_max >= 0) & (beyond_max >= 0)
+    light = grey_out - np.maximum(inside_max, beyond_max) > 4
+    assert (light & outline).sum() <= 25, f"{(light & outline).sum()} pixels of a light outline"
 
 
 def unmasked_with_and_without_loops(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
