@@ -362,20 +362,27 @@ def fill_unseen(
 def meet_border(
     fill: np.ndarray, around: np.ndarray, unseen: np.ndarray, known: np.ndarray, fade_px: float
 ) -> np.ndarray:
-    """`fill` ((H, W, 3) float32) moved to meet `around` where its `unseen` pixels border the
-    `known` ones: at each known pixel of the border the step from the fill just across it to the
-    pixel itself, smoothed along the border (2 px), is added to the unseen pixels it is nearest,
-    fading with their distance (`fade_px`). A fill made at half size starts a pixel or two in from
-    the border and from pixels on both sides of it, so it does not quite meet either: the step
-    showed as a thin line where a painted cheek met its fill."""
-    border = known & (cv2.dilate(unseen.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    """`fill` ((H, W, 3) float32) with its `unseen` pixels moved to meet `around` where they border
+    the `known` ones: at each known pixel of the border the step from the fill just across it to
+    the pixel itself, smoothed along the border (2 px), is added to the unseen pixels it is
+    nearest, fading with their distance (`fade_px`). A fill made at half size starts a pixel or two
+    in from the border and from pixels on both sides of it, so it does not quite meet either: the
+    step showed as a thin line where a painted cheek met its fill."""
+    rows, cols = np.nonzero(unseen)
+    if len(rows) == 0:
+        return fill
+    # Within a box round the unseen pixels, wide enough that the smoothing along the border never
+    # reaches its edge: the same result, at a fifth of the cost of the whole crop.
+    box = np.s_[max(rows.min() - 8, 0) : rows.max() + 9, max(cols.min() - 8, 0) : cols.max() + 9]
+    inner, fill_box = unseen[box], fill[box]
+    border = known[box] & (cv2.dilate(inner.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0)
     if not border.any():
         return fill
-    inner = unseen.astype(np.float32)
-    count = cv2.boxFilter(inner, -1, (3, 3), normalize=False)
-    across = cv2.boxFilter(fill * inner[..., None], -1, (3, 3), normalize=False)
+    weight = inner.astype(np.float32)
+    count = cv2.boxFilter(weight, -1, (3, 3), normalize=False)
+    across = cv2.boxFilter(fill_box * weight[..., None], -1, (3, 3), normalize=False)
     across /= np.maximum(count, 1)[..., None]
-    step = np.where(border[..., None], around - across, 0).astype(np.float32)
+    step = np.where(border[..., None], around[box] - across, 0).astype(np.float32)
     share = cv2.GaussianBlur(border.astype(np.float32), (0, 0), 2)
     step = cv2.GaussianBlur(step, (0, 0), 2) / np.maximum(share, 1e-6)[..., None]
     distance, nearest = cv2.distanceTransformWithLabels(
@@ -384,7 +391,10 @@ def meet_border(
     ys, xs = np.nonzero(border)
     step_of = np.zeros((nearest.max() + 1, 3), np.float32)
     step_of[nearest[ys, xs]] = step[ys, xs]
-    return fill + step_of[nearest] * np.exp(-distance / fade_px)[..., None]
+    moved = fill.copy()
+    shift = step_of[nearest] * np.exp(-distance / fade_px)[..., None]
+    moved[box] = np.where(inner[..., None], fill_box + shift, fill_box)
+    return moved
 
 
 def match_monochrome(
