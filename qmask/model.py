@@ -433,9 +433,11 @@ class QMaskModel:
 
 def erases_outside_photo(record: dict) -> bool:
     """`erase_outside_photo` of an inpainter's training record; an averaged record's (`training.export`
-    with several runs) from its first run, since export averages only runs that agree on it."""
-    first_run = record.get("average_of", [record])[0]
-    return bool(first_run.get("config", {}).get("erase_outside_photo", False))
+    with several runs) from its first run, since export averages only runs that agree on it, and
+    down to a run: a part of an average may be a model file that was an average itself."""
+    while "average_of" in record:
+        record = record["average_of"][0]
+    return bool(record.get("config", {}).get("erase_outside_photo", False))
 
 
 def save_networks(path: Path, networks: dict[str, nn.Module], meta: dict | None = None) -> None:

@@ -316,6 +316,14 @@ def test_export_averages_several_inpainters_by_their_shares_and_the_card_lists_e
     unerased = train(tiny_config(tmp_path / "c", tiny_pack, steps=1, erase_outside_photo=False))
     with pytest.raises(SystemExit, match="erase_outside_photo"):
         export(segmenter, [first, unerased], "9.5", tmp_path / "mixed.pt")
+    # An average may take a shipped average as one part: the pipeline still reads how its runs were
+    # trained (read one level deep, this model painted pale faces from the whole photo).
+    export(segmenter, [tmp_path / "soup.pt", second], "9.6", tmp_path / "soup_of_soup.pt", shares=[1, 1])
+    assert load_model(tmp_path / "soup_of_soup.pt").inpainter_erases_outside_photo
+    with pytest.raises(SystemExit, match="erase_outside_photo"):
+        export(segmenter, [tmp_path / "soup.pt", unerased], "9.7", tmp_path / "mixed.pt")
+    card = "\n".join(training_section(read_networks(tmp_path / "soup_of_soup.pt")[1]))
+    assert card.count("the weights' average of 2 runs") == 2 and "  - **share 0.75**" in card
 
 
 def test_segmenter_pairs_flag_the_photo_draw_the_mask_past_its_edges_and_can_be_grey(tiny_pack):

@@ -45,19 +45,24 @@ def _metrics(m: dict) -> list[str]:
 def training_section(meta: dict) -> list[str]:
     lines = ["## Training", ""]
     for stage, record in meta.get("stages", {}).items():
-        # An averaged stage (`training.export` with several inpainters) lists each run it averaged.
-        if "average_of" in record:
-            lines.append(f"- **{stage}**: the weights' average of {len(record['average_of'])} runs:")
-            for part in record["average_of"]:
-                lines += [f"  {line}" for line in _run_lines(f"share {part['share']:g}", stage, part)]
-        else:
-            lines += _run_lines(stage, stage, record)
+        lines += _stage_lines(stage, stage, record)
     lines += [
         "",
         "Data: UTKFace (`../shared/data/train/utkface`) minus a fixed 5% slice held out for the per-group",
         "evaluation (`training.pack.is_heldout`); grey pairs and alignment jitter as in `training/data.py`.",
         "",
     ]
+    return lines
+
+
+def _stage_lines(title: str, stage: str, record: dict) -> list[str]:
+    """A stage's record: one run's, or an average's (`training.export` with several inpainters),
+    which lists each part it averaged, and a part may be an average itself (a shipped model's)."""
+    if "average_of" not in record:
+        return _run_lines(title, stage, record)
+    lines = [f"- **{title}**: the weights' average of {len(record['average_of'])} runs:"]
+    for part in record["average_of"]:
+        lines += [f"  {line}" for line in _stage_lines(f"share {part['share']:g}", stage, part)]
     return lines
 
 
