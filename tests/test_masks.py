@@ -206,6 +206,16 @@ def test_the_far_side_of_a_turned_face_ends_at_its_cheek_or_stands_off_it() -> N
     in_range = (sides >= -0.03) & (sides <= 0.1)
     at_ear = (sides >= EAR_EXT[0]) & (sides <= EAR_EXT[1])
     assert np.all(in_range | at_ear) and np.all(in_range.sum(axis=1) >= 1)
+    # Asked for, a share of masks reach both ears (a turned face's far side still ends at its cheek).
+    both = np.array([_sides(-0.03, 0.1, 0.2, frontal, rng, both_ears=0.5) for _ in range(400)])
+    both_at_ears = ((both >= EAR_EXT[0]) & (both <= EAR_EXT[1])).all(axis=1)
+    assert abs(both_at_ears.mean() - 0.5) < 0.08
+    turned_far = np.array([_sides(-0.03, 0.1, 0.2, turned, rng, both_ears=1.0)[1] for _ in range(100)])
+    assert np.all(turned_far <= STAND_OFF_EXT[1])
+    # Not asked for, nothing more is drawn: the masks of a seed stay as they were.
+    one, other = np.random.default_rng(3), np.random.default_rng(3)
+    assert _sides(-0.03, 0.1, 0.2, frontal, one) == _sides(-0.03, 0.1, 0.2, frontal, other, both_ears=0.0)
+    assert one.random() == other.random()
 
 
 def test_hands_and_collars_hide_the_photo_and_its_mask_and_are_never_mask(

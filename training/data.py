@@ -72,6 +72,11 @@ class DataConfig:
     # weights) and the share of the mask templates, written into each run's config.yaml.
     mask_styles: dict[str, float] = field(default_factory=lambda: dict(DRAWN_WEIGHTS))
     template_share: float = TEMPLATE_SHARE
+    # Segmenter: the share of drawn masks whose sides both reach the ears, past the face's outline
+    # over the hair or background (the styles give one side of a few; real surgical and cloth masks
+    # often reach both, and their sides there were left by the segmenters). 0: no draw, so runs
+    # without it keep their masks.
+    both_ears: float = 0.0
     # Segmenter: beyond the photo's edges, show another training photo or a plain colour, and draw
     # the mask over it too. UTKFace crops end just under the chin: mirrored there, a dark mask
     # looked like it went on into the neck (dark collars were taken for mask), and with the mask

@@ -163,6 +163,7 @@ def build_dataset(cfg: TrainConfig) -> Dataset:
             split="train",
             style_weights=cfg.data.mask_styles,
             template_share=cfg.data.template_share,
+            both_ears=cfg.data.both_ears,
             print_faces=lambda rng: pack.image(rng.integers(len(pack))),
         )
         return MaskedFaceDataset(pack, renderer, cfg.data, seed=cfg.seed)

@@ -65,6 +65,7 @@ class MaskRenderer:
         print_faces: Callable[[np.random.Generator], np.ndarray] | None = None,
         style_weights: dict[str, float] | None = None,
         template_share: float = TEMPLATE_SHARE,
+        both_ears: float = 0.0,
     ) -> None:
         """`templates_dir`: the `mask-templates` folder (masks.cfg, templates/, textures/), or None for
         drawn masks only. `split` "train" uses drawn masks and the templates and textures allowed in
@@ -73,7 +74,8 @@ class MaskRenderer:
         `style_weights`: the mix of drawn styles, style name -> relative weight (styles left out are
         never picked at random), or None for the weights in styles.yaml. `template_share`: the share of
         the train split's masks that are templates (when `templates_dir` is given); the heldout split
-        draws templates only."""
+        draws templates only. `both_ears`: the share of drawn masks whose sides both reach the ears
+        (`training.masks.styles._sides`; the styles' own `ears` give one side)."""
         if split not in ("train", "heldout"):
             raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
         if split == "heldout" and templates_dir is None:
@@ -82,6 +84,7 @@ class MaskRenderer:
             raise ValueError(f"template_share must be between 0 and 1, not {template_share}")
         self.split = split
         self.template_share = template_share
+        self.both_ears = both_ears
         self.print_faces = print_faces
         self.templates_dir = Path(templates_dir) if templates_dir is not None else None
         self._templates: dict[str, tuple[Path, np.ndarray]] = {}
@@ -162,7 +165,7 @@ class MaskRenderer:
     def _drawn_layer(
         self, style: str, face: Face, light: Light, rng: np.random.Generator, shape: tuple[int, int]
     ) -> tuple[Layer, str]:
-        fit, mat, holder = style_fit(style, face, rng)
+        fit, mat, holder = style_fit(style, face, rng, self.both_ears)
         grid = mask_grid(face, fit, rng)
         img_grid = face.to_image(grid)
         pad = 4 + 3 * light.blur

@@ -82,8 +82,11 @@ def check_weights(weights: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def style_fit(style: str, face: Face, rng: np.random.Generator) -> tuple[Fit, Material, str]:
-    """Random fit and material of a drawn style, and what holds it on (see styles.yaml)."""
+def style_fit(
+    style: str, face: Face, rng: np.random.Generator, both_ears: float = 0.0
+) -> tuple[Fit, Material, str]:
+    """Random fit and material of a drawn style, and what holds it on (see styles.yaml); with
+    probability `both_ears` a mask's sides both reach the ears (`_sides`)."""
 
     def draw(name: str, spec: Any) -> Any:
         if isinstance(spec, bool | int | float):
@@ -97,7 +100,7 @@ def style_fit(style: str, face: Face, rng: np.random.Generator) -> tuple[Fit, Ma
         if isinstance(spec, dict) and set(spec) == {"beta"}:
             return float(rng.beta(*spec["beta"]))
         if isinstance(spec, dict) and set(spec) == {"sides"}:
-            return _sides(*spec["sides"], face, rng)
+            return _sides(*spec["sides"], face, rng, both_ears)
         if isinstance(spec, dict) and set(spec) == {"if", "then", "else"}:
             # A probability is drawn before the value it chooses; a flag was drawn before the fit.
             cond = flags[spec["if"]] if isinstance(spec["if"], str) else rng.random() < spec["if"]
@@ -117,14 +120,20 @@ def style_fit(style: str, face: Face, rng: np.random.Generator) -> tuple[Fit, Ma
     return fit, mat, entry["holder"]
 
 
-def _sides(lo: float, hi: float, ears: float, face: Face, rng: np.random.Generator) -> tuple[float, float]:
+def _sides(
+    lo: float, hi: float, ears: float, face: Face, rng: np.random.Generator, both_ears: float = 0.0
+) -> tuple[float, float]:
     """`ext` (left, right): each side in [lo, hi]; with probability `ears` one side reaches the ear
-    (the near one of a turned face); the far side of a turned face ends at the visible contour or
-    stands off the cheek past it."""
+    (the near one of a turned face), with probability `both_ears` every side that can (both of a
+    frontal face); the far side of a turned face ends at the visible contour or stands off the
+    cheek past it."""
     far = face.far_side
     ext = [rng.uniform(lo, hi), rng.uniform(lo, hi)]
     if rng.random() < ears:
         ext[int(rng.integers(2)) if far < 0 else 1 - far] = rng.uniform(*EAR_EXT)
+    # Drawn only when asked for: every mask drawn from a given seed stays as it was.
+    if both_ears > 0 and rng.random() < both_ears:
+        ext = [rng.uniform(*EAR_EXT), rng.uniform(*EAR_EXT)]
     if far >= 0:
         ext[far] = rng.uniform(*(STAND_OFF_EXT if rng.random() < STAND_OFF_SHARE else FAR_EXT))
     return ext[0], ext[1]
